@@ -1,0 +1,388 @@
+"""The experiment loop: propose, enforce scope, run, decide, record, repeat.
+
+Crash safety. Before anything irreversible the loop writes ``pending.json``
+(experiment id, parent, tree, process group). Each experiment then finishes in
+this order: commit object -> ledger row (fsync) -> refs -> pending cleared. A
+harness killed at any point is repaired on the next start (`_recover`): an
+orphaned process group is killed, a row without its refs gets them, a run
+without a row is recorded as `interrupted`, and the branch is put back on the
+last kept commit. Nothing is lost and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from autoresearch.decide import Candidate, Incumbent, Policy, Verdict
+from autoresearch.display import Display
+from autoresearch.ledger import FAILURES, Experiment, Ledger
+from autoresearch.measure import Measurement, measure, run_env
+from autoresearch.proposers.base import Context, Proposal, Proposer
+from autoresearch.runner import log_tail, run_command, sweep_orphans
+from autoresearch.simplicity import lines_delta
+from autoresearch.task import TaskSpec
+from autoresearch.workspace import Workspace, WorkspaceError, matches
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    max_experiments: int | None = None  # candidates in the tag's ledger, baseline excluded
+    hours: float | None = None  # wall clock of this invocation
+    max_failures: int = 10  # consecutive crash/invalid/timeout/checks_failed/duplicate
+    max_cost: float | None = None  # USD summed over the tag's proposals
+    seed: int = 42  # AUTORESEARCH_SEED of a commit's first run; repeats add 1, 2, ...
+
+
+class Loop:
+    def __init__(self, task: TaskSpec, ws: Workspace, proposer: Proposer, policy: Policy,
+                 options: LoopOptions, display: Display):
+        self.task, self.ws, self.proposer, self.policy = task, ws, proposer, policy
+        self.options, self.display = options, display
+        self.ledger = Ledger(ws.state, task.metric.name)
+        self.logs = ws.state / "logs"
+        self._pending_path = ws.state / "pending.json"
+        self._stop_requested = False
+        self._feedback: str | None = None
+        self._last_failure: str | None = None
+        self._pending: dict[str, Any] = {}
+        self._tip = ""  # the run branch's commit, tracked here to save a git call per step
+        self._trees: dict[str, Experiment] = {}  # evaluated tree -> first experiment with it
+
+    # -- entry point --------------------------------------------------------------
+    def run(self) -> str:
+        """Run until a stop condition; return why it stopped."""
+        self.ws.state.mkdir(parents=True, exist_ok=True)
+        with self._lock(), self._signals():
+            started = time.monotonic()
+            self._recover()
+            self.display.seed(self.ledger.experiments)
+            self.proposer.setup(self.ledger.experiments)
+            try:
+                if not self.ledger.kept():
+                    if not self._baseline():
+                        return "the baseline failed; see its log and fix the task"
+                while (why := self._stop_reason(started)) is None:
+                    self._experiment()
+                return why
+            finally:
+                self.proposer.close()
+                self.display.stop_live()
+                self.ws.close_worktree()
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.ws.state / "lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorkspaceError(f"another `autoresearch run --tag {self.ws.tag}` is running "
+                                     "on this repository; stop it or pick another tag.") from None
+            yield
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """First Ctrl-C (or SIGTERM) ends the current run cleanly; a second one aborts."""
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.display.message("stopping: ending the current experiment cleanly "
+                                 "(press Ctrl-C again to abort)")
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # -- resume -------------------------------------------------------------------
+    def _write_pending(self, **state: Any) -> None:
+        self._pending = state
+        tmp = self._pending_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self._pending_path)
+
+    def _recover(self) -> None:
+        self.ws.ignore_state_dir()
+        if not self.ws.branch_exists():
+            self.ws.create_branch()
+        self.ledger.load()
+        if self._pending_path.exists():
+            pending = json.loads(self._pending_path.read_text() or "{}")
+            if pending.get("pgid"):
+                sweep_orphans(int(pending["pgid"]), self.ws.worktree)
+            row = self.ledger.by_id(pending.get("id", -1))
+            if row is None and pending.get("tree"):
+                commit = self.ws.commit(pending["tree"], pending["parent"],
+                                        self._message(pending.get("description", ""),
+                                                      pending["id"], "interrupted", None, ""))
+                row = Experiment(id=pending["id"], status="interrupted", commit=commit,
+                                 parent=pending["parent"], description=pending.get(
+                                     "description", ""), started=pending.get("started", 0.0),
+                                 reason="the harness stopped during this experiment; "
+                                        "its result was never read")
+                self.ledger.append(row)
+            if row is not None and row.status not in ("keep", "remeasure") and row.commit:
+                self.ws.preserve(row.commit, row.id)
+            self._pending_path.unlink()
+        kept = self.ledger.kept()
+        if kept and self.ws.branch_tip() != kept[-1].commit:
+            self.ws.set_branch(kept[-1].commit)
+        self._tip = self.ws.branch_tip()
+        for e in self.ledger.experiments:
+            if e.diff.get("tree"):
+                self._trees.setdefault(e.diff["tree"], e)
+        self.ws.open_worktree()
+        # Protected files are hashed once, when the tag starts, and checked before every run.
+        hashes_file = self.ws.state / "protected.json"
+        if not hashes_file.exists():
+            hashes_file.write_text(json.dumps(self.ws.hashes(self.task.protected), indent=1))
+        self._protected_hashes: dict[str, str] = json.loads(hashes_file.read_text())
+        for exp in reversed(self.ledger.experiments):
+            if exp.status in ("crash", "timeout") and exp.log:
+                self._last_failure = log_tail(Path(exp.log))
+                break
+
+    # -- stop conditions ----------------------------------------------------------
+    def _stop_reason(self, started: float) -> str | None:
+        rows = self.ledger.experiments
+        o = self.options
+        candidates = [e for e in rows if e.proposer not in ("baseline", "harness")]
+        if self._stop_requested:
+            return "stopped by the user"
+        if o.max_experiments is not None and len(candidates) >= o.max_experiments:
+            return f"reached --max-experiments {o.max_experiments}"
+        if o.hours is not None and time.monotonic() - started >= o.hours * 3600:
+            return f"reached --hours {o.hours}"
+        if o.max_cost is not None and sum(e.cost_usd for e in rows) >= o.max_cost:
+            return f"reached --max-cost ${o.max_cost:.2f}"
+        streak = 0
+        for e in reversed(candidates):
+            if e.status not in (*FAILURES, "duplicate"):
+                break
+            streak += 1
+        if streak >= o.max_failures:
+            return (f"{streak} failed experiments in a row (--max-failures {o.max_failures}); "
+                    "read the last logs in " + str(self.logs))
+        return None
+
+    # -- one measurement ----------------------------------------------------------
+    def _measure(self, exp_id: int, sample: int, description: str) -> Measurement:
+        log = self.logs / (f"{exp_id:04d}.log" if sample == 0 else f"{exp_id:04d}-{sample}.log")
+        env = run_env(self.task, self.ws.tag, exp_id, self.options.seed + sample)
+        pending = self._pending
+
+        def on_start(pgid: int) -> None:
+            self._write_pending(**{**pending, "pgid": pgid})
+
+        self.display.start(exp_id, description)
+        try:
+            return measure(self.task, self.ws.worktree, log, env, on_start, self.display.tick,
+                           lambda: self._stop_requested)
+        finally:
+            self.display.stop_live()
+
+    def _incumbent(self) -> tuple[Experiment, Incumbent]:
+        kept = self.ledger.kept()
+        inc = kept[-1]
+        samples = list(inc.evidence.get("samples") or [inc.metric])
+        samples += [e.metric for e in self.ledger.experiments
+                    if e.status == "remeasure" and e.commit == inc.commit and e.id > inc.id
+                    and e.metric is not None]
+        return inc, Incumbent(tuple(samples), inc.metrics, kept[0].metrics)
+
+    # -- baseline -----------------------------------------------------------------
+    def _baseline(self) -> bool:
+        exp_id = self.ledger.next_id()
+        parent = self._tip
+        tree = self.ws.snapshot()
+        started = time.time()
+        self._write_pending(id=exp_id, parent=parent, tree=tree, description="baseline",
+                            started=started)
+        samples: list[float] = []
+        m = None
+        for k in range(max(1, self.policy.baseline_runs())):
+            m = self._measure(exp_id, k, "baseline" if k == 0 else f"baseline (repeat {k})")
+            if m.status != "ok" or m.metric is None:
+                break
+            samples.append(m.metric)
+        assert m is not None
+        ok = m.status == "ok" and bool(samples)
+        status = "keep" if ok else m.status
+        value = sum(samples) / len(samples) if ok else None
+        reason = "baseline" if ok else m.reason
+        exp = Experiment(id=exp_id, status=status, description="baseline", metric=value,
+                         metrics=m.metrics, reason=reason, parent=parent,
+                         memory_gb=m.memory_gb, started=started, run_seconds=m.seconds,
+                         exit_code=m.exit_code, proposer="baseline",
+                         evidence={"samples": samples}, diff={"tree": tree}, log=m.log)
+        self._finish(exp, tree)
+        if not ok:
+            self.display.message(f"The unmodified baseline did not produce {self.task.metric.name}"
+                                 f": {reason.splitlines()[0]}. Fix the task (see {m.log}) and "
+                                 "run again; nothing can be compared without a baseline.")
+        return ok
+
+    # -- one experiment -------------------------------------------------------------
+    def _context(self, exp_id: int) -> Context:
+        files = {}
+        for pattern in self.task.editable:
+            for path in sorted(self.ws.worktree.glob(pattern)):
+                if path.is_file():
+                    rel = path.relative_to(self.ws.worktree).as_posix()
+                    files[rel] = path.read_text(encoding="utf-8", errors="replace")
+        return Context(
+            experiment_id=exp_id, workdir=self.ws.worktree,
+            program=self.task.program_text(self.ws.worktree), files=files,
+            editable=self.task.editable, metric=self.task.metric,
+            time_budget=self.task.time_budget, history=tuple(self.ledger.experiments),
+            last_failure=self._last_failure, feedback=self._feedback)
+
+    def _scope_problem(self, proposal: Proposal, changed: list[str]) -> str | None:
+        if proposal.error:
+            return f"proposer failed: {proposal.error}"
+        if not changed:
+            return "the proposal changed nothing"
+        outside = [p for p in changed if not matches(p, self.task.editable)]
+        if outside:
+            return ("changes outside the mutable surface " f"({', '.join(self.task.editable)}): "
+                    + ", ".join(outside))
+        now = self.ws.hashes(self.task.protected)
+        tampered = [n for n, h in now.items() if h != self._protected_hashes.get(n)]
+        if tampered:
+            return "protected files changed: " + ", ".join(tampered)
+        return None
+
+    def _experiment(self) -> None:
+        exp_id = self.ledger.next_id()
+        parent = self._tip
+        started = time.time()
+        proposal = self.proposer.propose(self._context(exp_id))
+        self._feedback = None
+        if self._stop_requested:  # Ctrl-C while proposing: nothing ran, nothing to record
+            self.ws.restore()
+            return
+        staged = self.ws.stage()
+        desc = " ".join(proposal.description.split()) or "(no description)"
+        stat = staged.stat
+        base = Experiment(id=exp_id, status="invalid", description=desc, parent=parent,
+                          started=started, proposer=self.proposer.name,
+                          proposal={"cost_usd": proposal.cost_usd, "tokens": proposal.tokens,
+                                    **proposal.meta},
+                          diff={"files": stat.files, "insertions": stat.insertions,
+                                "deletions": stat.deletions, "tree": staged.tree})
+        problem = self._scope_problem(proposal, staged.paths)
+        if problem:
+            self._feedback = f"Your previous proposal was rejected: {problem}"
+            return self._finish(replace(base, reason=problem), staged.tree)
+        twin = self._trees.get(staged.tree)
+        if twin is not None:
+            reason = f"identical to experiment {twin.id} ({twin.status}); not run again"
+            self._feedback = f"Your previous proposal was a duplicate: {reason}."
+            return self._finish(replace(base, status="duplicate", reason=reason), staged.tree)
+        self._write_pending(id=exp_id, parent=parent, tree=staged.tree, description=desc,
+                            started=started)
+        self._run_candidate(base, staged.tree, staged.patch)
+
+    def _run_candidate(self, base: Experiment, tree: str, diff: str) -> None:
+        m = self._measure(base.id, 0, base.description)
+        samples = [m.metric] if m.metric is not None else []
+        verdict = Verdict(m.status, m.reason)
+        if m.status == "ok":
+            _, incumbent = self._incumbent()
+            # Scope is enforced, so the whole diff is a diff of the editable files.
+            cand = Candidate(tuple(samples), m.metrics, lines_delta(diff), diff)
+            verdict = self.policy.judge(cand, incumbent)
+            while verdict.status == "rerun" and len(samples) < self.policy.max_samples():
+                m2 = self._measure(base.id, len(samples), f"{base.description} (confirm)")
+                if m2.status != "ok" or m2.metric is None:
+                    verdict, m = Verdict(m2.status, f"repeat {len(samples)}: {m2.reason}"), m2
+                    break
+                samples.append(m2.metric)
+                cand = replace(cand, samples=tuple(samples), metrics=m2.metrics)
+                verdict = self.policy.judge(cand, incumbent)
+            if verdict.status == "rerun":
+                verdict = replace(verdict, status="discard",
+                                  reason=f"not confirmed in {len(samples)} runs; {verdict.reason}")
+            if verdict.status == "keep":
+                verdict = self._run_checks(base.id, verdict)
+        if verdict.status in ("crash", "timeout"):
+            self._last_failure = log_tail(Path(m.log))
+        value = sum(samples) / len(samples) if samples and m.status == "ok" else None
+        exp = replace(base, status=verdict.status, reason=verdict.reason, metric=value,
+                      metrics=m.metrics, memory_gb=m.memory_gb, run_seconds=m.seconds,
+                      exit_code=m.exit_code, log=m.log,
+                      evidence={**verdict.evidence, "samples": samples})
+        self._finish(exp, tree)
+        if exp.status != "keep" and not self._stop_requested:
+            self._maybe_remeasure()
+
+    def _run_checks(self, exp_id: int, verdict: Verdict) -> Verdict:
+        env = run_env(self.task, self.ws.tag, exp_id, self.options.seed)
+        for j, check in enumerate(self.task.checks):
+            log = self.logs / f"{exp_id:04d}.check{j}.log"
+            res = run_command(check, self.ws.worktree, log, self.task.timeout, env,
+                              should_stop=lambda: self._stop_requested)
+            if not res.ok:
+                why = "timed out" if res.timed_out else f"exited {res.exit_code}"
+                return Verdict("checks_failed", f"check `{check}` {why} (would have been kept: "
+                               f"{verdict.reason})\n{log_tail(log, 20)}", verdict.evidence)
+        return verdict
+
+    def _maybe_remeasure(self) -> None:
+        since = sum(1 for e in reversed(self.ledger.experiments) if e.status != "keep")
+        kept = self.ledger.kept()
+        if not self.policy.remeasure_incumbent(since) or not kept:
+            return
+        inc = kept[-1]
+        exp_id = self.ledger.next_id()
+        self._write_pending(id=exp_id, parent=inc.commit, started=time.time())
+        n = len(self._incumbent()[1].samples)
+        m = self._measure(exp_id, n, "re-measure the incumbent")
+        exp = Experiment(id=exp_id, status="remeasure" if m.status == "ok" else m.status,
+                         description=f"re-measure of experiment {inc.id}", metric=m.metric,
+                         metrics=m.metrics, reason=m.reason, commit=inc.commit,
+                         parent=inc.commit, memory_gb=m.memory_gb, started=time.time(),
+                         run_seconds=m.seconds, exit_code=m.exit_code, proposer="harness",
+                         log=m.log)
+        self.ledger.append(exp)
+        self.ws.restore()
+        self._pending_path.unlink()
+        self.display.finish(exp)
+
+    # -- finishing ------------------------------------------------------------------
+    def _message(self, description: str, exp_id: int, status: str, value: float | None,
+                 reason: str) -> str:
+        shown = "n/a" if value is None else f"{value:.6f}"
+        first = reason.splitlines()[0] if reason else ""
+        return (f"{description or '(no description)'}\n\nautoresearch: experiment {exp_id} "
+                f"(tag {self.ws.tag})\nstatus: {status}\n{self.task.metric.name}: {shown}\n"
+                f"reason: {first}\n")
+
+    def _finish(self, exp: Experiment, tree: str) -> None:
+        """Commit, record, then move refs: the order that makes a crash recoverable."""
+        commit = self.ws.commit(tree, exp.parent, self._message(
+            exp.description, exp.id, exp.status, exp.metric, exp.reason))
+        exp = replace(exp, commit=commit, finished=time.time())
+        self.ledger.append(exp)
+        if exp.diff.get("tree"):
+            self._trees.setdefault(exp.diff["tree"], exp)
+        if exp.status == "keep":
+            self.ws.advance(commit)
+            self._tip = commit
+        else:
+            self.ws.preserve(commit, exp.id)
+            self.ws.restore(exp.parent)
+        self._pending_path.unlink(missing_ok=True)
+        self.proposer.observe(exp)
+        self.display.finish(exp)

@@ -1,0 +1,64 @@
+"""Read metrics out of an experiment's output. The harness parses; the proposer never reports.
+
+Two forms are accepted:
+
+- Karpathy's summary block: a line ``---`` followed by ``name:  value`` lines
+  (``val_bpb:          0.997900``). Only lines after the last ``---`` count,
+  so a training log that prints ``loss: 3.2`` along the way is not mistaken
+  for the summary.
+- pi-autoresearch's ``METRIC name=value`` lines, anywhere in the output.
+
+The last occurrence of a name wins. Values that are not numbers are ignored;
+``nan`` and ``inf`` are parsed (so they can be rejected by name, not missed).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+_SUMMARY_LINE = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*:\s*(\S+)\s*$")
+_METRIC_LINE = re.compile(r"^\s*METRIC\s+([A-Za-z_][\w.\-/]*)\s*=\s*(\S+)\s*$")
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """All metrics in `text`, from the summary block and METRIC lines."""
+    found: dict[str, float] = {}
+    lines = text.splitlines()
+    last_rule = max((i for i, line in enumerate(lines) if line.strip() == "---"), default=None)
+    for i, line in enumerate(lines):
+        m = _METRIC_LINE.match(line)
+        if m is None and last_rule is not None and i > last_rule:
+            m = _SUMMARY_LINE.match(line)
+        if m is None:
+            continue
+        value = _number(m.group(2))
+        if value is not None:
+            found[m.group(1)] = value
+    return found
+
+
+@dataclass(frozen=True)
+class MetricReading:
+    value: float | None  # the primary metric, finite, or None
+    metrics: dict[str, float]  # every finite metric found (primary included)
+    problem: str | None  # why `value` is None
+
+
+def read_metric(text: str, name: str) -> MetricReading:
+    """The primary metric `name` and the secondaries; a missing/NaN/inf value is a problem."""
+    found = parse_metrics(text)
+    finite = {k: v for k, v in found.items() if math.isfinite(v)}
+    if name not in found:
+        return MetricReading(None, finite, f"metric {name!r} not found in the output")
+    if not math.isfinite(found[name]):
+        return MetricReading(None, finite, f"metric {name!r} is {found[name]}")
+    return MetricReading(found[name], finite, None)

@@ -1,0 +1,97 @@
+"""The proposer extension point: whatever edits the mutable surface.
+
+Call order, per `autoresearch run` (the loop in `autoresearch.loop` owns it):
+
+1. ``setup(history)`` once, before the first experiment of this invocation.
+   Validate external needs here (a missing binary, an unset API key) so a bad
+   configuration fails at start, not at experiment 1. ``history`` is the ledger
+   so far, which lets a proposer resume its own state (e.g. re-tell Optuna).
+2. For each experiment after the baseline:
+   ``propose(context)`` edits files under ``context.workdir`` and returns a
+   ``Proposal``. The harness then diffs the worktree, enforces scope, runs the
+   experiment and decides; the proposer never runs it or reads the score
+   from its own output.
+3. ``observe(experiment)`` with the ledger record of what happened (also for
+   invalid, duplicate and crashed proposals).
+4. ``close()`` once at the end, also after Ctrl-C.
+
+Domain failures (a model that cannot produce an applicable edit) are returned
+as ``Proposal(error=...)`` and become an `invalid` ledger row. Raise
+``ProposerError`` only for misconfiguration or a fatal condition (401) that
+should stop the run with a message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoresearch.ledger import Experiment
+from autoresearch.task import MetricSpec
+
+
+class ProposerError(RuntimeError):
+    """A proposer cannot work at all (misconfigured, unauthorized). Stops the run."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a proposer may know when it proposes experiment ``experiment_id``."""
+
+    experiment_id: int
+    workdir: Path  # the experiment worktree; edit files here
+    program: str  # text of program.md, the human's charter
+    files: dict[str, str]  # editable path (relative) -> current content
+    editable: tuple[str, ...]  # the editable globs
+    metric: MetricSpec
+    time_budget: float
+    history: tuple[Experiment, ...]  # ledger records, oldest first
+    last_failure: str | None = None  # log tail of the most recent crash/timeout
+    feedback: str | None = None  # why the previous proposal was rejected (invalid, duplicate)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "experiment_id": self.experiment_id,
+            "workdir": str(self.workdir),
+            "program": self.program,
+            "files": self.files,
+            "editable": list(self.editable),
+            "metric": {"name": self.metric.name, "direction": self.metric.direction},
+            "time_budget": self.time_budget,
+            "history": [e.to_json() for e in self.history],
+            "last_failure": self.last_failure,
+            "feedback": self.feedback,
+        }
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What a proposer did. The edit itself lives in the worktree, not here."""
+
+    description: str
+    error: str | None = None  # set when no valid edit could be produced -> `invalid`
+    cost_usd: float = 0.0
+    tokens: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)  # JSON-able extras, e.g. sweep params
+
+
+class Proposer(ABC):
+    """Base class; see the module docstring for the call order."""
+
+    name: str = "proposer"
+
+    def setup(self, history: Sequence[Experiment]) -> None:  # noqa: B027 - optional hook
+        """Validate and restore state. Raise ProposerError to refuse to start."""
+
+    @abstractmethod
+    def propose(self, context: Context) -> Proposal:
+        """Edit files under ``context.workdir`` and describe the change."""
+
+    def observe(self, experiment: Experiment) -> None:  # noqa: B027 - optional hook
+        """Learn from the outcome of the last proposal."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (processes, clients)."""

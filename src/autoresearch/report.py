@@ -1,0 +1,144 @@
+"""Reading a tag's ledger back: the status table and Karpathy-style progress plot.
+
+Following Optuna's visualization split, each view is a pure data function
+(`summarize`, `progress_data`) and a renderer (`render_status`, `plot_progress`),
+so the numbers can be tested without a terminal or a figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from autoresearch.ledger import Experiment
+from autoresearch.task import MetricSpec
+
+
+@dataclass(frozen=True)
+class Summary:
+    experiments: int  # candidates, baseline and re-measures excluded
+    kept: int
+    keep_rate: float
+    baseline: float | None
+    best: float | None
+    best_id: int | None
+    per_hour: float
+    by_status: dict[str, int]
+
+
+def _candidates(rows: list[Experiment]) -> list[Experiment]:
+    return [e for e in rows if e.proposer not in ("baseline", "harness")]
+
+
+def summarize(rows: list[Experiment]) -> Summary:
+    cands = _candidates(rows)
+    kept_rows = [e for e in rows if e.status == "keep"]
+    by_status: dict[str, int] = {}
+    for e in rows:
+        by_status[e.status] = by_status.get(e.status, 0) + 1
+    kept = sum(1 for e in cands if e.status == "keep")
+    span = (max(e.finished for e in rows) - min(e.started for e in rows)) if rows else 0.0
+    runs = len([e for e in rows if e.proposer != "harness"])
+    best = kept_rows[-1] if kept_rows else None
+    return Summary(
+        experiments=len(cands), kept=kept, keep_rate=kept / len(cands) if cands else 0.0,
+        baseline=kept_rows[0].metric if kept_rows else None,
+        best=best.metric if best else None, best_id=best.id if best else None,
+        per_hour=runs / (span / 3600) if span > 0 else 0.0, by_status=by_status)
+
+
+def render_status(rows: list[Experiment], metric: MetricSpec, tag: str, console: Console,
+                  last: int = 50) -> None:
+    table = Table(title=f"autoresearch/{tag}", title_style="bold")
+    for col in ("#", "commit", metric.name, "mem GB", "status", "description"):
+        table.add_column(col, justify="right" if col in ("#", metric.name, "mem GB") else "left")
+    styles = {"keep": "green", "crash": "red", "timeout": "red", "invalid": "yellow",
+              "checks_failed": "yellow"}
+    for e in rows[-last:]:
+        value = "" if e.metric is None else f"{e.metric:.6f}"
+        table.add_row(str(e.id), e.commit[:7], value, f"{e.memory_gb:.1f}",
+                      f"[{styles.get(e.status, 'dim')}]{e.status}[/]",
+                      escape(e.description[:70]))
+    console.print(table)
+    s = summarize(rows)
+    if s.best is not None and s.baseline is not None:
+        console.print(f"best {metric.name} {s.best:.6f} (experiment {s.best_id}), "
+                      f"{s.best - s.baseline:+.6f} vs baseline {s.baseline:.6f}")
+    console.print(f"{s.experiments} experiments, {s.kept} kept ({s.keep_rate:.0%}), "
+                  f"{s.per_hour:.1f} runs/hour; " +
+                  ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())))
+
+
+@dataclass(frozen=True)
+class ProgressData:
+    x: list[int]  # experiment ids with a metric
+    y: list[float]
+    kept: list[bool]
+    labels: list[str]
+    best_x: list[int]  # the running best, as a step line
+    best_y: list[float]
+
+
+def progress_data(rows: list[Experiment], metric: MetricSpec) -> ProgressData:
+    x, y, kept, labels, bx, by = [], [], [], [], [], []
+    best: float | None = None
+    for e in rows:
+        if e.metric is None or e.proposer == "harness":
+            continue
+        x.append(e.id)
+        y.append(e.metric)
+        kept.append(e.status == "keep")
+        labels.append(e.description)
+        if e.status == "keep":
+            best = e.metric
+        if best is not None:
+            bx.append(e.id)
+            by.append(best)
+    return ProgressData(x, y, kept, labels, bx, by)
+
+
+def plot_progress(data: ProgressData, metric: MetricSpec, out: Path, title: str) -> Path:
+    """Faint dots for discarded runs, green kept runs with their descriptions, best as steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 6), dpi=120)
+    dx = [x for x, k in zip(data.x, data.kept) if not k]
+    dy = [y for y, k in zip(data.y, data.kept) if not k]
+    ax.scatter(dx, dy, s=14, color="#999999", alpha=0.35, label="discarded")
+    kx = [x for x, k in zip(data.x, data.kept) if k]
+    ky = [y for y, k in zip(data.y, data.kept) if k]
+    ax.scatter(kx, ky, s=36, color="#2ca02c", zorder=3, label="kept")
+    ax.step(data.best_x, data.best_y, where="post", color="#2ca02c", linewidth=1.5,
+            label="running best")
+    for x, y, label, was_kept in zip(data.x, data.y, data.labels, data.kept):
+        if was_kept:
+            ax.annotate(label[:40], (x, y), textcoords="offset points", xytext=(4, 6),
+                        fontsize=7, color="#1b5e20", rotation=20)
+    if data.best_y:
+        # Zoom on the running best; crashes and bad runs far away would flatten the progress.
+        lo, hi = min(data.best_y), max(data.best_y)
+        pad = (hi - lo) * 0.5 or abs(hi) * 0.05 or 1.0
+        worse = 3 * pad  # leave room on the worse side for the discarded cloud
+        if metric.direction == "minimize":
+            ax.set_ylim(lo - pad, hi + worse)
+        else:
+            ax.set_ylim(lo - worse, hi + pad)
+    n, k = len(data.x), sum(data.kept)
+    ax.set_title(f"{title}: {n} experiments, {k} kept")
+    ax.set_xlabel("experiment")
+    ax.set_ylabel(f"{metric.name} ({'lower' if metric.direction == 'minimize' else 'higher'} "
+                  "is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right" if metric.direction == "minimize" else "lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,168 @@
+"""The task spec: `autoresearch.toml`, validated on load.
+
+A task is four things the harness enforces: which files may change (`editable`),
+which files are hash-locked (`protected`), one metric with a direction, and a
+fixed time budget. Everything is checked here, once, so a typo fails at start
+with the key's path rather than at experiment 40.
+
+Sections owned by extensions (`[proposer]`, `[decision]`) are validated for
+shape here and interpreted by their owners; unknown keys anywhere are errors.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+CONFIG_NAME = "autoresearch.toml"
+
+
+class ConfigError(ValueError):
+    """A task file that cannot be used. The message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    direction: str  # "minimize" | "maximize"
+
+    def better(self, a: float, b: float) -> bool:
+        """True when `a` is strictly better than `b`."""
+        return a < b if self.direction == "minimize" else a > b
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    root: Path
+    editable: tuple[str, ...]
+    protected: tuple[str, ...]
+    run: str
+    metric: MetricSpec
+    time_budget: float
+    timeout: float
+    evaluate: str | None = None
+    checks: tuple[str, ...] = ()
+    program: str = "program.md"
+    proposer: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
+
+    def program_text(self, base: Path | None = None) -> str:
+        return ((base or self.root) / self.program).read_text(encoding="utf-8")
+
+
+# key -> (python types accepted, required, default)
+_TOP: dict[str, tuple[tuple[type, ...], bool, Any]] = {
+    "editable": ((list, str), True, None),
+    "protected": ((list,), False, []),
+    "run": ((str,), True, None),
+    "evaluate": ((str,), False, None),
+    "checks": ((list,), False, []),
+    "time_budget": ((int, float), True, None),
+    "timeout": ((int, float), False, None),
+    "program": ((str,), False, "program.md"),
+    "metric": ((dict,), True, None),
+    "proposer": ((dict,), False, {}),
+    "decision": ((dict,), False, {}),
+}
+_METRIC_KEYS = {"name", "direction"}
+_DIRECTIONS = ("minimize", "maximize")
+
+
+def _typename(types: tuple[type, ...]) -> str:
+    names = {list: "a list of strings", str: "a string", int: "a number", float: "a number",
+             dict: "a table"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def _check_type(key: str, value: Any, types: tuple[type, ...]) -> None:
+    # bool is an int subclass; a budget of `true` is a typo, not one second.
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ConfigError(f"{key}: expected {_typename(types)}, got {value!r}")
+    if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+
+
+def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> TaskSpec:
+    """Validate a decoded TOML table and build a TaskSpec. Paths are checked under `root`."""
+    for key in data:
+        if key not in _TOP:
+            known = ", ".join(sorted(_TOP))
+            raise ConfigError(f"{source}: unknown key '{key}'. Known keys: {known}.")
+    for key, (types, required, _default) in _TOP.items():
+        if key not in data:
+            if required:
+                raise ConfigError(f"{source}: missing required key '{key}'.")
+            continue
+        _check_type(key, data[key], types)
+
+    metric = data["metric"]
+    for key in metric:
+        if key not in _METRIC_KEYS:
+            raise ConfigError(f"metric.{key}: unknown key. Known keys: direction, name.")
+    if not isinstance(metric.get("name"), str) or not metric["name"].strip():
+        raise ConfigError('metric.name: required, e.g. name = "val_bpb".')
+    direction = metric.get("direction", "minimize")
+    if direction not in _DIRECTIONS:
+        raise ConfigError(f"metric.direction: expected 'minimize' or 'maximize', got {direction!r}")
+
+    editable = data["editable"]
+    editable = [editable] if isinstance(editable, str) else list(editable)
+    if not editable:
+        raise ConfigError("editable: at least one file must be editable.")
+    for pattern in editable:
+        if not any(root.glob(pattern)):
+            raise ConfigError(f"editable: {pattern!r} matches no file under {root}. "
+                              "Create the file or fix the pattern.")
+    protected = list(data.get("protected", []))
+    for name in protected:
+        if not (root / name).is_file():
+            raise ConfigError(f"protected: {name!r} does not exist under {root}.")
+    program = data.get("program", "program.md")
+    if not (root / program).is_file():
+        raise ConfigError(f"program: {program!r} does not exist under {root}. "
+                          "Write the research charter there, or run `autoresearch init`.")
+
+    budget = float(data["time_budget"])
+    if budget <= 0:
+        raise ConfigError(f"time_budget: must be positive seconds, got {budget}")
+    timeout = float(data.get("timeout") or max(2 * budget, budget + 60))
+    if timeout < budget:
+        raise ConfigError(f"timeout: {timeout} is below time_budget {budget}; "
+                          "the hard kill must leave room for the budget.")
+    run = data["run"].strip()
+    if not run:
+        raise ConfigError("run: the experiment command is empty.")
+
+    return TaskSpec(
+        root=root,
+        editable=tuple(editable),
+        protected=tuple(protected),
+        run=run,
+        evaluate=data.get("evaluate"),
+        checks=tuple(data.get("checks", [])),
+        time_budget=budget,
+        timeout=timeout,
+        metric=MetricSpec(metric["name"].strip(), direction),
+        program=program,
+        proposer=dict(data.get("proposer", {})),
+        decision=dict(data.get("decision", {})),
+    )
+
+
+def load_task(path: Path) -> TaskSpec:
+    """Read and validate a task file. Raises ConfigError with an actionable message."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no task file. Run `autoresearch init` to create one, "
+                          "or pass --config PATH.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_task(data, path.parent.resolve(), source=path.name)

@@ -1,0 +1,189 @@
+"""Git as the undo button: the run branch, the experiment worktree, kept and discarded commits.
+
+Layout for ``autoresearch run --tag TAG`` in a repository ``R``:
+
+- branch ``autoresearch/TAG``: the incumbent; it only ever advances to kept commits.
+- ``R/.autoresearch/TAG/``: the ledger, logs and harness state (listed in
+  ``.git/info/exclude``, so never committed and never in the user's way).
+- ``R/.autoresearch/TAG/worktree``: a git worktree on the run branch where
+  proposers edit and experiments run. The user's checkout, index and HEAD are
+  never touched.
+- ``refs/autoresearch/TAG/discarded/N``: experiment N's commit when it was not
+  kept, so every diff stays inspectable (``git show refs/autoresearch/TAG/discarded/7``).
+
+Commits are made with ``git commit-tree`` after the experiment ran, so the
+message can hold the result, and the run branch moves only by ``update-ref``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR = ".autoresearch"
+
+
+class WorkspaceError(RuntimeError):
+    """The repository is not in a state the harness can safely work in."""
+
+
+@dataclass(frozen=True)
+class DiffStat:
+    files: int
+    insertions: int
+    deletions: int
+
+
+@dataclass(frozen=True)
+class Staged:
+    tree: str  # the tree id of the worktree as the proposer left it
+    paths: list[str]  # every changed path: modified, added, deleted (both sides of a rename)
+    stat: DiffStat
+    patch: str  # unified diff against the incumbent
+
+
+def git(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    """True if the repo-relative posix `path` matches one of the glob `patterns` exactly."""
+    return any(fnmatch.fnmatchcase(path, pat) for pat in patterns)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
+def _identity_env(root: Path) -> dict[str, str]:
+    """Commit identity: the user's when configured, else a clear harness default."""
+    env = dict(os.environ)
+    if not git("config", "user.email", cwd=root, check=False).strip():
+        env.setdefault("GIT_AUTHOR_EMAIL", "autoresearch@localhost")
+        env.setdefault("GIT_COMMITTER_EMAIL", "autoresearch@localhost")
+    if not git("config", "user.name", cwd=root, check=False).strip():
+        env.setdefault("GIT_AUTHOR_NAME", "autoresearch")
+        env.setdefault("GIT_COMMITTER_NAME", "autoresearch")
+    return env
+
+
+class Workspace:
+    def __init__(self, repo: Path, tag: str):
+        self.tag = tag
+        top = git("rev-parse", "--show-toplevel", cwd=repo, check=False).strip()
+        if not top:
+            raise WorkspaceError(f"{repo} is not inside a git repository. Run `git init` and "
+                                 "commit your files first; autoresearch uses git as its undo.")
+        self.root = Path(top)
+        if not git("rev-parse", "--verify", "-q", "HEAD", cwd=self.root, check=False).strip():
+            raise WorkspaceError("the repository has no commits yet. Commit your files first "
+                                 "(git add -A && git commit -m 'initial').")
+        self.branch = f"autoresearch/{tag}"
+        self.state = self.root / STATE_DIR / tag
+        self.worktree = self.state / "worktree"
+        self._env = _identity_env(self.root)
+
+    # -- start-up -----------------------------------------------------------------
+    def assert_clean(self) -> None:
+        """Refuse to start over uncommitted changes to tracked files; never touch them."""
+        dirty = git("status", "--porcelain", "--untracked-files=no", cwd=self.root).splitlines()
+        if dirty:
+            listing = "\n  ".join(line[3:] for line in dirty[:10])
+            more = f"\n  ... and {len(dirty) - 10} more" if len(dirty) > 10 else ""
+            raise WorkspaceError(
+                f"uncommitted changes to tracked files:\n  {listing}{more}\n"
+                "autoresearch starts from a commit and never touches your work. Commit them "
+                "(git commit -am '...') or stash them (git stash), then run again.")
+
+    def ignore_state_dir(self) -> None:
+        common = Path(git("rev-parse", "--git-common-dir", cwd=self.root).strip())
+        exclude = (self.root / common if not common.is_absolute() else common) / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        lines = exclude.read_text().splitlines() if exclude.exists() else []
+        if f"/{STATE_DIR}/" not in lines:
+            with open(exclude, "a") as fh:
+                fh.write(f"\n# autoresearch ledgers, logs and worktrees\n/{STATE_DIR}/\n")
+
+    def branch_exists(self) -> bool:
+        ref = f"refs/heads/{self.branch}"
+        return bool(git("rev-parse", "--verify", "-q", ref, cwd=self.root, check=False).strip())
+
+    def create_branch(self) -> str:
+        git("branch", self.branch, "HEAD", cwd=self.root)
+        return self.branch_tip()
+
+    def branch_tip(self) -> str:
+        return git("rev-parse", f"refs/heads/{self.branch}", cwd=self.root).strip()
+
+    def open_worktree(self) -> None:
+        """Create the worktree, or bring a leftover one back to the branch tip, clean."""
+        if (self.worktree / ".git").exists():
+            self.restore()
+            return
+        git("worktree", "prune", cwd=self.root)
+        self.state.mkdir(parents=True, exist_ok=True)
+        git("worktree", "add", "--force", "-q", str(self.worktree), self.branch, cwd=self.root)
+
+    def close_worktree(self) -> None:
+        if self.worktree.exists():
+            git("worktree", "remove", "--force", str(self.worktree), cwd=self.root, check=False)
+        git("worktree", "prune", cwd=self.root, check=False)
+
+    # -- inside an experiment ------------------------------------------------------
+    def stage(self) -> Staged:
+        """Stage everything the proposer did; return the tree, changed paths, stats and patch.
+
+        Three git calls: `add -A` (new, deleted and renamed files included), `write-tree`,
+        and one `diff --cached` whose -z numstat block names every changed path exactly.
+        """
+        git("add", "-A", cwd=self.worktree)
+        tree = git("write-tree", cwd=self.worktree).strip()
+        out = git("diff", "--cached", "--no-renames", "--no-color", "--numstat", "-z", "-p",
+                  "HEAD", cwd=self.worktree)
+        numstat, _, patch = out.partition("\0\0")  # the numstat block ends with an extra NUL
+        paths, ins, dels = [], 0, 0
+        for entry in filter(None, numstat.split("\0")):
+            added, deleted, path = entry.split("\t", 2)
+            paths.append(path)
+            ins += int(added) if added.isdigit() else 0  # "-" for binary files
+            dels += int(deleted) if deleted.isdigit() else 0
+        return Staged(tree, sorted(paths), DiffStat(len(paths), ins, dels), patch)
+
+    def snapshot(self) -> str:
+        """Stage everything in the worktree and return its tree id (nothing is committed)."""
+        git("add", "-A", cwd=self.worktree)
+        return git("write-tree", cwd=self.worktree).strip()
+
+    def commit(self, tree: str, parent: str, message: str) -> str:
+        out = git("commit-tree", tree, "-p", parent, "-m", message, cwd=self.worktree,
+                  env=self._env)
+        return out.strip()
+
+    def advance(self, commit: str) -> None:
+        """Keep: the branch (checked out in the worktree) moves to `commit`."""
+        git("reset", "-q", "--hard", commit, cwd=self.worktree)
+
+    def preserve(self, commit: str, exp_id: int) -> None:
+        """Discard: keep the commit reachable under refs/autoresearch/TAG/discarded/N."""
+        git("update-ref", self.discarded_ref(exp_id), commit, cwd=self.root)
+
+    def discarded_ref(self, exp_id: int) -> str:
+        return f"refs/autoresearch/{self.tag}/discarded/{exp_id}"
+
+    def restore(self, commit: str = "HEAD") -> None:
+        """Put the worktree back exactly at `commit`: tracked files reset, untracked removed."""
+        git("reset", "-q", "--hard", commit, cwd=self.worktree)
+        git("clean", "-fdq", cwd=self.worktree)
+
+    def set_branch(self, commit: str) -> None:
+        git("update-ref", f"refs/heads/{self.branch}", commit, cwd=self.root)
+
+    def hashes(self, names: tuple[str, ...]) -> dict[str, str]:
+        return {name: sha256(self.worktree / name) for name in names}

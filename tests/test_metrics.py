@@ -1,0 +1,40 @@
+"""The harness parses the metric; both output conventions are accepted."""
+
+from __future__ import annotations
+
+from autoresearch.metrics import parse_metrics, read_metric
+
+KARPATHY = """step 00950 | loss: 3.2100
+---
+val_bpb:          0.997900
+training_seconds: 300.1
+peak_vram_mb:     45060.2
+depth:            8
+"""
+
+
+def test_summary_block_after_last_rule_only() -> None:
+    found = parse_metrics(KARPATHY)
+    assert found == {"val_bpb": 0.9979, "training_seconds": 300.1, "peak_vram_mb": 45060.2,
+                     "depth": 8.0}
+    assert "loss" not in found  # a training-log line before `---` is not a metric
+
+
+def test_metric_lines_anywhere_and_last_wins() -> None:
+    text = "METRIC total_ms=120\nnoise\nMETRIC total_ms=110.5\nMETRIC cache_hits=7\n"
+    assert parse_metrics(text) == {"total_ms": 110.5, "cache_hits": 7.0}
+
+
+def test_missing_nan_and_inf_are_problems() -> None:
+    missing = read_metric("---\nloss: 1\n", "val_bpb")
+    assert missing.problem == "metric 'val_bpb' not found in the output"
+    nan = read_metric("---\nval_bpb: nan\n", "val_bpb")
+    assert nan.value is None and "nan" in (nan.problem or "")
+    inf = read_metric("METRIC val_bpb=inf\n", "val_bpb")
+    assert inf.value is None and "inf" in (inf.problem or "")
+
+
+def test_secondaries_are_returned_with_primary() -> None:
+    r = read_metric(KARPATHY, "val_bpb")
+    assert r.value == 0.9979 and r.problem is None
+    assert r.metrics["peak_vram_mb"] == 45060.2

@@ -1,0 +1,31 @@
+"""Report data is computed apart from rendering, so it can be checked exactly."""
+
+from __future__ import annotations
+
+from autoresearch.ledger import Experiment
+from autoresearch.report import progress_data, summarize
+from autoresearch.task import MetricSpec
+
+ROWS = [
+    Experiment(0, "keep", "baseline", 1.0, proposer="baseline", started=0, finished=300),
+    Experiment(1, "discard", "a", 1.1, proposer="sweep", started=300, finished=600),
+    Experiment(2, "keep", "b", 0.9, proposer="sweep", started=600, finished=900),
+    Experiment(3, "crash", "c", None, proposer="sweep", started=900, finished=1000),
+    Experiment(4, "remeasure", "r", 0.91, proposer="harness", started=1000, finished=1300),
+    Experiment(5, "keep", "d", 0.8, proposer="sweep", started=1300, finished=1800),
+]
+
+
+def test_summarize() -> None:
+    s = summarize(ROWS)
+    assert (s.experiments, s.kept, s.baseline, s.best, s.best_id) == (4, 2, 1.0, 0.8, 5)
+    assert s.keep_rate == 0.5
+    assert s.per_hour == 5 / 0.5  # 5 runs (re-measures excluded) in half an hour
+    assert s.by_status == {"keep": 3, "discard": 1, "crash": 1, "remeasure": 1}
+
+
+def test_progress_data_running_best() -> None:
+    d = progress_data(ROWS, MetricSpec("m", "minimize"))
+    assert d.x == [0, 1, 2, 5]
+    assert d.kept == [True, False, True, True]
+    assert list(zip(d.best_x, d.best_y)) == [(0, 1.0), (1, 1.0), (2, 0.9), (5, 0.8)]
