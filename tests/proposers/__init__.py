@@ -1,0 +1,1 @@
+"""Proposer tests. A package, so its conftest never shadows tests/conftest.py."""
