@@ -35,7 +35,7 @@ value raises ``ConfigError`` naming ``decision.KEY``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -150,8 +150,11 @@ class Policy(ABC):
         return False
 
     def prescreen(self, diff: str) -> Verdict | None:
-        """A verdict from the diff alone, before any run (None: run it). Optional for loops."""
+        """A verdict from the diff alone, before any run (None: run it)."""
         return None
+
+    def observe(self, samples: Sequence[float]) -> None:  # noqa: B027 - optional hook
+        """Learn from a past series of repeated runs of one commit (called on resume)."""
 
     def improvement(self, incumbent: float, candidate: float) -> float:
         """How much better ``candidate`` is, in metric units; positive means better."""
