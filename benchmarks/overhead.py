@@ -1,9 +1,9 @@
 """The harness's own overhead per experiment, and whether it stays flat as the ledger grows.
 
-Overhead = the wall time of one loop iteration minus the time inside the
-experiment command (from spawn to exit, as `run_command` measures it) minus the
-proposer's time. What is left is ours: git (status, add, write-tree,
-commit-tree, refs, reset, clean, diff), scope and hash checks, the policy, the
+Overhead = the wall time of one loop iteration minus the experiment process's
+life (spawn to exit, `RunResult.seconds`) minus the proposer's time. What is
+left is ours: git (add, write-tree, diff, commit-tree, refs, reset), the scratch
+copy, scope, tripwire and hash checks, the orphan sweep, the policy, the
 fsync'd ledger append and the display.
 
 The task is trivial on purpose (the editable file *is* the summary block and
@@ -78,11 +78,9 @@ def main() -> None:
     real_run = measure_mod.run_command
 
     def timed_run(*a, **kw):  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        try:
-            return real_run(*a, **kw)
-        finally:
-            run_seconds.append(time.perf_counter() - t0)
+        res = real_run(*a, **kw)
+        run_seconds.append(res.seconds)  # spawn to exit; the sweep after it is ours
+        return res
 
     measure_mod.run_command = timed_run  # type: ignore[assignment]
 

@@ -72,3 +72,12 @@ def test_should_stop_interrupts(tmp_path: Path) -> None:
     res = run_command("sleep 1000", tmp_path, tmp_path / "s.log", timeout=60,
                       should_stop=lambda: time.monotonic() - t0 > 0.5)
     assert res.interrupted and not res.ok and res.seconds < 10
+
+
+def test_daemon_that_escaped_with_setsid_is_swept(tmp_path: Path) -> None:
+    # setsid leaves our process group and session; the inherited environment gives it away.
+    res = run_command("setsid sleep 1000 & echo $! > d.pid", tmp_path, tmp_path / "d.log",
+                      timeout=30)
+    pid = int(wait_for(tmp_path / "d.pid"))
+    assert res.exit_code == 0
+    assert not alive(pid), "a setsid daemon outlived its experiment"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("keep", "discard", "crash", "invalid", "timeout", "checks_failed", "interrupted",
-            "duplicate")
+            "duplicate", "remeasure")
 # Statuses that count towards the consecutive-failure streak stop condition.
 FAILURES = ("crash", "invalid", "timeout", "checks_failed")
 
@@ -35,6 +35,7 @@ class Experiment:
     description: str
     metric: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    holdout: float | None = None  # the metric on the holdout split; never shown to proposers
     reason: str = ""
     commit: str = ""  # the experiment's own commit (kept or preserved under discarded/N)
     parent: str = ""  # the incumbent it was compared against

@@ -11,7 +11,6 @@ last kept commit. Nothing is lost and nothing is counted twice.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -25,12 +24,19 @@ from typing import Any
 from autoresearch.decide import Candidate, Incumbent, Policy, Verdict
 from autoresearch.display import Display
 from autoresearch.ledger import FAILURES, Experiment, Ledger
-from autoresearch.measure import Measurement, measure, run_env
+from autoresearch.measure import (
+    Measurement,
+    allowance,
+    make_guards,
+    measure,
+    run_env,
+    score_holdout,
+)
 from autoresearch.proposers.base import Context, Proposal, Proposer
 from autoresearch.runner import log_tail, run_command, sweep_orphans
 from autoresearch.simplicity import lines_delta
 from autoresearch.task import TaskSpec
-from autoresearch.workspace import Workspace, WorkspaceError, matches
+from autoresearch.workspace import Workspace, matches
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class Loop:
     def run(self) -> str:
         """Run until a stop condition; return why it stopped."""
         self.ws.state.mkdir(parents=True, exist_ok=True)
-        with self._lock(), self._signals():
+        with self.ws.lock(), self._signals():
             started = time.monotonic()
             self._recover()
             self.display.seed(self.ledger.experiments)
@@ -77,16 +83,6 @@ class Loop:
                 self.proposer.close()
                 self.display.stop_live()
                 self.ws.close_worktree()
-
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.ws.state / "lock", "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise WorkspaceError(f"another `autoresearch run --tag {self.ws.tag}` is running "
-                                     "on this repository; stop it or pick another tag.") from None
-            yield
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
@@ -120,7 +116,7 @@ class Loop:
         if self._pending_path.exists():
             pending = json.loads(self._pending_path.read_text() or "{}")
             if pending.get("pgid"):
-                sweep_orphans(int(pending["pgid"]), self.ws.worktree)
+                sweep_orphans(int(pending["pgid"]), self.ws.state)
             row = self.ledger.by_id(pending.get("id", -1))
             if row is None and pending.get("tree"):
                 commit = self.ws.commit(pending["tree"], pending["parent"],
@@ -148,6 +144,12 @@ class Loop:
         if not hashes_file.exists():
             hashes_file.write_text(json.dumps(self.ws.hashes(self.task.protected), indent=1))
         self._protected_hashes: dict[str, str] = json.loads(hashes_file.read_text())
+        self._guards = make_guards(self.task, self.ws, self.display.message)
+        if self.ledger.kept():
+            self._guards.allowance = allowance(self.task, self.ledger.kept()[0])
+        for e in self.ledger.experiments:  # a resumed policy relearns the noise it saw
+            if len(e.evidence.get("samples") or []) > 1:
+                self.policy.observe(e.evidence["samples"])
         for exp in reversed(self.ledger.experiments):
             if exp.status in ("crash", "timeout") and exp.log:
                 self._last_failure = log_tail(Path(exp.log))
@@ -187,8 +189,8 @@ class Loop:
 
         self.display.start(exp_id, description)
         try:
-            return measure(self.task, self.ws.worktree, log, env, on_start, self.display.tick,
-                           lambda: self._stop_requested)
+            return measure(self.task, self.ws.worktree, log, env, self._guards, on_start,
+                           self.display.tick, lambda: self._stop_requested)
         finally:
             self.display.stop_live()
 
@@ -222,11 +224,14 @@ class Loop:
         value = sum(samples) / len(samples) if ok else None
         reason = "baseline" if ok else m.reason
         exp = Experiment(id=exp_id, status=status, description="baseline", metric=value,
-                         metrics=m.metrics, reason=reason, parent=parent,
-                         memory_gb=m.memory_gb, started=started, run_seconds=m.seconds,
-                         exit_code=m.exit_code, proposer="baseline",
-                         evidence={"samples": samples}, diff={"tree": tree}, log=m.log)
+                         metrics=m.metrics, holdout=self._holdout(exp_id) if ok else None,
+                         reason=reason, parent=parent, memory_gb=m.memory_gb, started=started,
+                         run_seconds=m.seconds, exit_code=m.exit_code, proposer="baseline",
+                         evidence={**m.notes, "samples": samples}, diff={"tree": tree},
+                         log=m.log)
         self._finish(exp, tree)
+        if ok:
+            self._guards.allowance = allowance(self.task, exp)
         if not ok:
             self.display.message(f"The unmodified baseline did not produce {self.task.metric.name}"
                                  f": {reason.splitlines()[0]}. Fix the task (see {m.log}) and "
@@ -245,7 +250,9 @@ class Loop:
             experiment_id=exp_id, workdir=self.ws.worktree,
             program=self.task.program_text(self.ws.worktree), files=files,
             editable=self.task.editable, metric=self.task.metric,
-            time_budget=self.task.time_budget, history=tuple(self.ledger.experiments),
+            time_budget=self.task.time_budget,
+            # The holdout score is for humans: a proposer that saw it could overfit it too.
+            history=tuple(replace(e, holdout=None) for e in self.ledger.experiments),
             last_failure=self._last_failure, feedback=self._feedback)
 
     def _scope_problem(self, proposal: Proposal, changed: list[str]) -> str | None:
@@ -290,6 +297,10 @@ class Loop:
             reason = f"identical to experiment {twin.id} ({twin.status}); not run again"
             self._feedback = f"Your previous proposal was a duplicate: {reason}."
             return self._finish(replace(base, status="duplicate", reason=reason), staged.tree)
+        early = self.policy.prescreen(staged.patch)
+        if early is not None:  # e.g. a seed-only change: judged from the diff, never run
+            return self._finish(replace(base, status=early.status, reason=early.reason,
+                                        evidence=early.evidence), staged.tree)
         self._write_pending(id=exp_id, parent=parent, tree=staged.tree, description=desc,
                             started=started)
         self._run_candidate(base, staged.tree, staged.patch)
@@ -319,13 +330,21 @@ class Loop:
         if verdict.status in ("crash", "timeout"):
             self._last_failure = log_tail(Path(m.log))
         value = sum(samples) / len(samples) if samples and m.status == "ok" else None
+        holdout = self._holdout(base.id) if verdict.status == "keep" else None
         exp = replace(base, status=verdict.status, reason=verdict.reason, metric=value,
-                      metrics=m.metrics, memory_gb=m.memory_gb, run_seconds=m.seconds,
-                      exit_code=m.exit_code, log=m.log,
-                      evidence={**verdict.evidence, "samples": samples})
+                      metrics=m.metrics, holdout=holdout, memory_gb=m.memory_gb,
+                      run_seconds=m.seconds, exit_code=m.exit_code, log=m.log,
+                      evidence={**verdict.evidence, **m.notes, "samples": samples})
         self._finish(exp, tree)
         if exp.status != "keep" and not self._stop_requested:
             self._maybe_remeasure()
+
+    def _holdout(self, exp_id: int) -> float | None:
+        if not self.task.holdout:
+            return None
+        env = run_env(self.task, self.ws.tag, exp_id, self.options.seed)
+        return score_holdout(self.task, self.ws.worktree, self.logs / f"{exp_id:04d}.holdout.log",
+                             env, self._guards)
 
     def _run_checks(self, exp_id: int, verdict: Verdict) -> Verdict:
         env = run_env(self.task, self.ws.tag, exp_id, self.options.seed)
@@ -340,7 +359,11 @@ class Loop:
         return verdict
 
     def _maybe_remeasure(self) -> None:
-        since = sum(1 for e in reversed(self.ledger.experiments) if e.status != "keep")
+        since = 0  # experiments judged on a metric since the last keep
+        for e in reversed(self.ledger.experiments):
+            if e.status == "keep":
+                break
+            since += e.proposer not in ("harness",) and bool(e.evidence.get("samples"))
         kept = self.ledger.kept()
         if not self.policy.remeasure_incumbent(since) or not kept:
             return
@@ -382,7 +405,7 @@ class Loop:
             self._tip = commit
         else:
             self.ws.preserve(commit, exp.id)
-            self.ws.restore(exp.parent)
+            self.ws.restore(exp.parent, clean=False)
         self._pending_path.unlink(missing_ok=True)
         self.proposer.observe(exp)
         self.display.finish(exp)

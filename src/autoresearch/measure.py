@@ -1,33 +1,102 @@
-"""Measure one commit once: run, optionally evaluate, parse the metric, classify the outcome.
+"""Measure one commit once: train, evaluate, read the metric, classify the outcome.
+
+Phases, when the task has an `evaluate` command (the trustworthy setup):
+
+1. **train**: `run` in a scratch copy of the worktree (what it writes never lands
+   in a commit, with or without `evaluate`), with `AUTORESEARCH_HANDOVER` naming
+   a directory for the model it hands over. Its wall clock is measured here.
+2. **check**: the tripwire (ledger, refs, hooks, committed files) and the
+   eval-only canaries; anything touched makes the experiment `invalid`.
+3. **evaluate**: `evaluate` in the pristine worktree, in a fresh process. Only its
+   output is trusted for the metric; metric-like lines the run printed are
+   recorded as `run_reported` and ignored.
+
+Without `evaluate`, the run's own output is the metric source (Karpathy's
+original setup), and the trust is only as good as the run's code.
 
 An outcome is a value, never an exception: a crash, a timeout, a missing or
-non-finite metric all come back as a `Measurement` with a status and a reason
-holding the log tail, ready to become a ledger row.
+non-finite metric all come back as a `Measurement` with a status and a reason.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from autoresearch.metrics import read_metric
+from autoresearch.integrity import Canaries, Tripwire, expand, fresh_copy, network_prefix
+from autoresearch.ledger import Experiment
+from autoresearch.metrics import parse_metrics, read_metric
 from autoresearch.runner import RunResult, log_tail, run_command
-from autoresearch.task import TaskSpec
+from autoresearch.task import ConfigError, TaskSpec
+from autoresearch.workspace import Workspace
 
 
 @dataclass(frozen=True)
 class Measurement:
-    status: str  # "ok" | "crash" | "timeout" | "interrupted"
+    status: str  # "ok" | "crash" | "timeout" | "interrupted" | "invalid"
     reason: str
     metric: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     memory_gb: float = 0.0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock of the training phase, measured by the harness
     exit_code: int | None = None
     log: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)  # e.g. run_reported metrics
+
+
+@dataclass
+class Guards:
+    """Per-loop integrity state shared by every measurement."""
+
+    tripwire: Tripwire
+    canaries: Canaries
+    scratch: Path  # parent of the per-run scratch copy and handover directory
+    net_prefix: str | None = None  # set: commands run without network access
+    allowance: float | None = None  # seconds over the budget tolerated; None: not enforced
+
+    def wrap(self, command: str) -> str:
+        """The command as run: whole, inside a network namespace when the network is off."""
+        if not self.net_prefix:
+            return command
+        return f"{self.net_prefix} /bin/sh -c {shlex.quote(command)}"
+
+
+def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None]) -> Guards:
+    """Build the integrity guards for a tag; refuse to start where one cannot work."""
+    wt = ws.worktree
+    committed = [p for pat in task.editable for p in wt.glob(pat)]
+    committed += [wt / name for name in task.protected]
+    eval_only = [expand(p) for p in task.eval_only]
+    missing = [str(p) for p in eval_only if not p.exists()]
+    if missing:
+        raise ConfigError(f"eval_only: {', '.join(missing)} does not exist. Prepare the "
+                          "data first (e.g. `python prepare.py`), or fix the path.")
+    canaries = Canaries(eval_only)
+    if canaries.files and not Canaries.supported(canaries.files[0].parent):
+        say("note: this filesystem does not record reads (noatime), so reads of eval_only "
+            "data during training go undetected.")
+        canaries = Canaries([])
+    prefix = None
+    if not task.network:
+        prefix = network_prefix()
+        if prefix is None:
+            raise ConfigError("network = false: cannot cut the network here (`unshare --net` "
+                              "is unavailable; it needs Linux with user namespaces). Remove "
+                              "the key to run with network access.")
+    return Guards(Tripwire(ws.git_dir, ws.state, ws.tag, committed), canaries,
+                  ws.state / "scratch", prefix)
+
+
+def allowance(task: TaskSpec, baseline: Experiment) -> float:
+    """Seconds over the budget a run may take (startup, teardown), derived from the baseline."""
+    overhead = max(0.0, baseline.run_seconds - task.time_budget)
+    return max(2.0, 0.1 * task.time_budget, 1.5 * overhead)
 
 
 def run_env(task: TaskSpec, tag: str, exp_id: int, seed: int) -> dict[str, str]:
@@ -63,27 +132,57 @@ def measure(
     workdir: Path,
     log: Path,
     env: dict[str, str],
+    guards: Guards,
     on_start: Callable[[int], None] | None = None,
     on_tick: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Measurement:
-    """Run the task's `run` (then `evaluate`, if configured) in `workdir` and read the metric."""
-    run = run_command(task.run, workdir, log, task.timeout, env, on_start, on_tick, should_stop)
+    """Train (then evaluate, if configured) and read the metric; see the module docstring."""
+    handover = guards.scratch / "handover"
+    shutil.rmtree(handover, ignore_errors=True)
+    handover.mkdir(parents=True)
+    env = {**env, "AUTORESEARCH_HANDOVER": str(handover)}
+    run_dir = fresh_copy(workdir, guards.scratch / "run")
+    guards.tripwire.arm()
+    guards.canaries.arm()
+    run = run_command(guards.wrap(task.run), run_dir, log, task.timeout,
+                      {**env, "AUTORESEARCH_PHASE": "train"}, on_start, on_tick, should_stop)
     mem_gb = run.peak_rss_mb / 1024
+    harness_metrics = {"peak_rss_mb": round(run.peak_rss_mb, 1), "run_seconds": run.seconds}
+    notes: dict[str, Any] = {}
 
     def result(status: str, reason: str, value: float | None = None,
                metrics: dict[str, float] | None = None) -> Measurement:
-        return Measurement(status, reason, value, metrics or {}, mem_gb, run.seconds,
-                           run.exit_code, str(log))
+        return Measurement(status, reason, value, {**harness_metrics, **(metrics or {})},
+                           mem_gb, run.seconds, run.exit_code, str(log), notes)
 
+    touched = guards.tripwire.check()
+    if touched:
+        what = "; ".join(f"{v.what} ({v.path})" for v in touched[:5])
+        return result("invalid", f"the run changed {what}; restored")
+    peeked = guards.canaries.tripped()
+    if peeked:
+        return result("invalid", "the run read evaluation-only data: " + ", ".join(peeked[:3]))
     failed = _failure(run, "run")
     if failed:
         return result(*failed)
+    budget, slack = task.time_budget, guards.allowance
+    if slack is not None and run.seconds > budget + slack:
+        return result("invalid", f"over budget: the run took {run.seconds:.1f}s, more than "
+                      f"the {budget:.0f}s budget plus a {slack:.1f}s startup allowance")
     source = log
     if task.evaluate:
+        run_reported = parse_metrics(log.read_text(encoding="utf-8", errors="replace"))
+        if run_reported:
+            notes["run_reported"] = run_reported  # informational, never trusted
         source = log.with_suffix(".eval.log")
-        ev = run_command(task.evaluate, workdir, source, task.timeout, env, on_start, None,
-                         should_stop)
+        guards.tripwire.arm()
+        ev = run_command(guards.wrap(task.evaluate), workdir, source, task.timeout,
+                         {**env, "AUTORESEARCH_PHASE": "evaluate"}, None, None, should_stop)
+        touched = guards.tripwire.check()
+        if touched:
+            what = "; ".join(f"{v.what} ({v.path})" for v in touched[:5])
+            return result("invalid", f"the evaluate phase changed {what}; restored")
         failed = _failure(ev, "evaluate")
         if failed:
             return result(*failed)
@@ -91,6 +190,19 @@ def measure(
     if "peak_vram_mb" in reading.metrics:  # Karpathy's memory column is GPU memory
         mem_gb = reading.metrics["peak_vram_mb"] / 1024
     if reading.value is None:
-        reason = f"{reading.problem}\n{log_tail(source, 30)}"
-        return result("crash", reason, None, reading.metrics)
+        return result("crash", f"{reading.problem}\n{log_tail(source, 30)}", None,
+                      reading.metrics)
     return result("ok", "", reading.value, reading.metrics)
+
+
+def score_holdout(task: TaskSpec, workdir: Path, log: Path, env: dict[str, str],
+                  guards: Guards) -> float | None:
+    """The metric on the holdout split, from the handover of the latest run (kept runs only)."""
+    if not task.holdout:
+        return None
+    env = {**env, "AUTORESEARCH_HANDOVER": str(guards.scratch / "handover"),
+           "AUTORESEARCH_PHASE": "holdout"}
+    res = run_command(guards.wrap(task.holdout), workdir, log, task.timeout, env)
+    if not res.ok:
+        return None
+    return read_metric(log.read_text(encoding="utf-8", errors="replace"), task.metric.name).value

@@ -15,6 +15,7 @@ spike between two polls can be missed; the sampling period is 0.1-0.5 s).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -59,10 +60,11 @@ def _rss_mb(procs: list[psutil.Process]) -> float:
 
 
 def group_members(pgid: int) -> list[psutil.Process]:
+    """Processes in group `pgid`, or in the session it leads (a child that called setpgid)."""
     members = []
     for p in psutil.process_iter(["pid"]):
         try:
-            if os.getpgid(p.pid) == pgid:
+            if os.getpgid(p.pid) == pgid or os.getsid(p.pid) == pgid:
                 members.append(p)
         except (OSError, psutil.Error):
             continue
@@ -148,6 +150,29 @@ def sweep_orphans(pgid: int, under: Path) -> bool:
     return ours
 
 
+def _marked(token: str) -> list[int]:
+    """Pids whose environment carries `token`: the run's descendants, however detached.
+
+    A daemon that called setsid leaves our group and session but keeps the
+    environment it inherited. Linux only (/proc); elsewhere this finds nothing.
+    """
+    needle = f"AUTORESEARCH_RUN_TOKEN={token}".encode()
+    pids = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if needle in fh.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
 def run_command(
     command: str | Sequence[str],
     cwd: Path,
@@ -173,6 +198,8 @@ def run_command(
     `merge_stderr=False`, stderr goes to the log path with suffix `.err`.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(8)
+    env = {**(os.environ if env is None else env), "AUTORESEARCH_RUN_TOKEN": token}
     start = time.monotonic()
     err_path = log_path if merge_stderr else log_path.with_suffix(".err")
     with open(log_path, "wb") as log, open(err_path, "ab") as err, \
@@ -220,7 +247,15 @@ def run_command(
     # grandchild, a `sleep &` the script forgot) once the main process is gone.
     if not (timed_out or interrupted):
         proc.wait()
-    leftovers = [p for p in seen.values() if p.pid != proc.pid and _alive(p)]
+    # Leftovers: descendants seen while polling, and any process still carrying the
+    # run's token (setsid daemons included); the group itself is signalled below.
+    candidates = dict(seen)
+    for pid in _marked(token):
+        try:
+            candidates.setdefault(pid, psutil.Process(pid))
+        except psutil.Error:
+            continue
+    leftovers = [p for p in candidates.values() if p.pid != proc.pid and _alive(p)]
     if timed_out or interrupted or leftovers or group_alive(pgid):
         kill_group(pgid, leftovers, grace=grace if (timed_out or interrupted) else 1.0,
                    reap=proc.poll)

@@ -48,6 +48,9 @@ class TaskSpec:
     time_budget: float
     timeout: float
     evaluate: str | None = None
+    holdout: str | None = None  # like evaluate, on a split the proposer never sees
+    eval_only: tuple[str, ...] = ()  # data paths the training phase must not read
+    network: bool = True  # False: run and evaluate without network access (Linux)
     checks: tuple[str, ...] = ()
     program: str = "program.md"
     proposer: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +66,9 @@ _TOP: dict[str, tuple[tuple[type, ...], bool, Any]] = {
     "protected": ((list,), False, []),
     "run": ((str,), True, None),
     "evaluate": ((str,), False, None),
+    "holdout": ((str,), False, None),
+    "eval_only": ((list,), False, []),
+    "network": ((bool,), False, True),
     "checks": ((list,), False, []),
     "time_budget": ((int, float), True, None),
     "timeout": ((int, float), False, None),
@@ -77,13 +83,13 @@ _DIRECTIONS = ("minimize", "maximize")
 
 def _typename(types: tuple[type, ...]) -> str:
     names = {list: "a list of strings", str: "a string", int: "a number", float: "a number",
-             dict: "a table"}
+             dict: "a table", bool: "true or false"}
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 
 def _check_type(key: str, value: Any, types: tuple[type, ...]) -> None:
     # bool is an int subclass; a budget of `true` is a typo, not one second.
-    if isinstance(value, bool) or not isinstance(value, types):
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         raise ConfigError(f"{key}: expected {_typename(types)}, got {value!r}")
     if isinstance(value, list) and not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
@@ -129,6 +135,9 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         raise ConfigError(f"program: {program!r} does not exist under {root}. "
                           "Write the research charter there, or run `autoresearch init`.")
 
+    if data.get("holdout") and not data.get("evaluate"):
+        raise ConfigError("holdout: needs `evaluate` too; the holdout split is scored by the "
+                          "same kind of command on data the proposer never sees.")
     budget = float(data["time_budget"])
     if budget <= 0:
         raise ConfigError(f"time_budget: must be positive seconds, got {budget}")
@@ -146,6 +155,9 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         protected=tuple(protected),
         run=run,
         evaluate=data.get("evaluate"),
+        holdout=data.get("holdout"),
+        eval_only=tuple(data.get("eval_only", [])),
+        network=bool(data.get("network", True)),
         checks=tuple(data.get("checks", [])),
         time_budget=budget,
         timeout=timeout,

@@ -17,10 +17,13 @@ message can hold the result, and the run branch moves only by ``update-ref``.
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import hashlib
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +50,9 @@ class Staged:
 
 
 def git(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    # Hooks off: an experiment could have planted one to run at our next git call.
+    proc = subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=cwd,
+                          capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
     return proc.stdout
@@ -85,12 +90,26 @@ class Workspace:
         if not git("rev-parse", "--verify", "-q", "HEAD", cwd=self.root, check=False).strip():
             raise WorkspaceError("the repository has no commits yet. Commit your files first "
                                  "(git add -A && git commit -m 'initial').")
+        common = Path(git("rev-parse", "--git-common-dir", cwd=self.root).strip())
+        self.git_dir = common if common.is_absolute() else (self.root / common).resolve()
         self.branch = f"autoresearch/{tag}"
         self.state = self.root / STATE_DIR / tag
         self.worktree = self.state / "worktree"
         self._env = _identity_env(self.root)
 
     # -- start-up -----------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One harness per tag: a second `run --tag` on the same repo is refused."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        with open(self.state / "lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorkspaceError(f"another `autoresearch run --tag {self.tag}` is running "
+                                     "on this repository; stop it or pick another tag.") from None
+            yield
+
     def assert_clean(self) -> None:
         """Refuse to start over uncommitted changes to tracked files; never touch them."""
         dirty = git("status", "--porcelain", "--untracked-files=no", cwd=self.root).splitlines()
@@ -103,8 +122,7 @@ class Workspace:
                 "(git commit -am '...') or stash them (git stash), then run again.")
 
     def ignore_state_dir(self) -> None:
-        common = Path(git("rev-parse", "--git-common-dir", cwd=self.root).strip())
-        exclude = (self.root / common if not common.is_absolute() else common) / "info" / "exclude"
+        exclude = self.git_dir / "info" / "exclude"
         exclude.parent.mkdir(parents=True, exist_ok=True)
         lines = exclude.read_text().splitlines() if exclude.exists() else []
         if f"/{STATE_DIR}/" not in lines:
@@ -177,10 +195,15 @@ class Workspace:
     def discarded_ref(self, exp_id: int) -> str:
         return f"refs/autoresearch/{self.tag}/discarded/{exp_id}"
 
-    def restore(self, commit: str = "HEAD") -> None:
-        """Put the worktree back exactly at `commit`: tracked files reset, untracked removed."""
+    def restore(self, commit: str = "HEAD", clean: bool = True) -> None:
+        """Put the worktree back exactly at `commit`: tracked files reset, untracked removed.
+
+        `clean=False` skips `git clean` when everything new was staged by `stage()`
+        (reset --hard then removes it) and runs happened in a scratch copy.
+        """
         git("reset", "-q", "--hard", commit, cwd=self.worktree)
-        git("clean", "-fdq", cwd=self.worktree)
+        if clean:
+            git("clean", "-fdq", cwd=self.worktree)
 
     def set_branch(self, commit: str) -> None:
         git("update-ref", f"refs/heads/{self.branch}", commit, cwd=self.root)

@@ -1,0 +1,116 @@
+"""Harness-level attacks on the metric: each ends `invalid` with a specific reason, never kept.
+
+The task here has a separate evaluate phase, like the GPT template: train.py hands its
+parameters over through AUTORESEARCH_HANDOVER and a protected eval.py scores them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import git, make_repo, run_cli, toy_toml
+from test_loop import ledger
+
+EVAL = '''import json, os, pathlib, sys
+sys.path.insert(0, ".")
+from train import make_data, loss
+params = json.loads((pathlib.Path(os.environ["AUTORESEARCH_HANDOVER"]) / "params.json").read_text())
+print("---")
+print(f"val_loss: {loss(params, make_data(100, seed=1)):.6f}")
+'''
+
+ATTACKS = {
+    1: "pathlib.Path('../../results.jsonl').open('a').write('{}\\n')",
+    2: "pathlib.Path('../../../../.git/hooks/post-commit').write_text('#!/bin/sh\\necho pwned\\n')",
+    3: "pathlib.Path('../../worktree/eval.py').write_text('print(\"---\\\\nval_loss: 0.0\")')",
+    4: "print(open(os.environ['SECRET_DATA']).read())",
+    5: "time.sleep(4)",
+    6: "print('---'); print('val_loss: 0.000001')",
+}
+
+PROPOSER = '''#!/usr/bin/env python3
+import os, pathlib
+n = int(os.environ["AUTORESEARCH_EXPERIMENT"])
+attacks = %r
+p = pathlib.Path("train.py")
+p.write_text(p.read_text() + "\\nimport os, pathlib, time\\n" + attacks[n] + "\\n")
+print("attack", n)
+'''
+
+
+def make_task(tmp_path: Path) -> tuple[Path, Path]:
+    secret = tmp_path / "eval-data" / "val.txt"
+    secret.parent.mkdir()
+    secret.write_text("the validation split\n")
+    repo = make_repo(tmp_path / "r", files={"eval.py": EVAL, "propose.py": PROPOSER % ATTACKS},
+                     toml=toy_toml(protected='["eval.py"]', time_budget="1", timeout="20",
+                                   evaluate='"python eval.py"',
+                                   eval_only=f'["{secret.parent}"]',
+                                   extra='\n[decision]\npolicy = "strict"\n'))
+    train = repo / "train.py"
+    train.write_text(train.read_text().replace(
+        '    print("---")\n',
+        '    import json, pathlib\n'
+        '    out = pathlib.Path(os.environ["AUTORESEARCH_HANDOVER"]) / "params.json"\n'
+        '    out.write_text(json.dumps(params))\n    print("---")\n'))
+    git(repo, "commit", "-qam", "hand over the trained parameters")
+    return repo, secret
+
+
+def test_attacks_end_invalid_and_are_undone(tmp_path: Path) -> None:
+    repo, secret = make_task(tmp_path)
+    hooks_before = sorted(p.name for p in (repo / ".git" / "hooks").iterdir())
+    res = run_cli(repo, "run", "--tag", "a", "--proposer", "command:./propose.py",
+                  "--max-experiments", str(len(ATTACKS)), env={"SECRET_DATA": str(secret)})
+    assert res.returncode == 0, res.stderr
+    rows = {r["id"]: r for r in ledger(repo, "a")}
+    base = rows[0]
+    assert base["status"] == "keep" and base["metric"] > 0.1
+    assert "run_reported" in base["evidence"]  # the run's own summary is recorded, not trusted
+    expect = {
+        1: "the run changed the ledger",
+        2: "the run changed git hooks",
+        3: "the run changed the experiment's committed files",
+        4: "the run read evaluation-only data",
+        5: "over budget",
+    }
+    for exp_id, needle in expect.items():
+        assert rows[exp_id]["status"] == "invalid", (exp_id, rows[exp_id]["reason"])
+        assert needle in rows[exp_id]["reason"], rows[exp_id]["reason"]
+    # A fake summary line from the run is ignored: the evaluate phase's number stands.
+    fake = rows[6]
+    assert fake["evidence"]["run_reported"]["val_loss"] == 0.000001
+    assert fake["metric"] is not None and abs(fake["metric"] - base["metric"]) < 1e-9
+    assert fake["status"] != "keep"
+    assert all(r["status"] != "keep" for i, r in rows.items() if i > 0)
+    # Everything the attacks touched was put back.
+    assert sorted(p.name for p in (repo / ".git" / "hooks").iterdir()) == hooks_before
+    assert [json.loads(line)["id"] for line in
+            (repo / ".autoresearch" / "a" / "results.jsonl").read_text().splitlines()] == \
+        list(range(len(ATTACKS) + 1))
+    assert git(repo, "rev-parse", "autoresearch/a").strip() == base["commit"]
+
+
+def test_files_a_run_writes_never_land_in_a_commit(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", toml=toy_toml(
+        run='"python train.py && echo junk > artifact.bin"', extra='\n[decision]\n'
+        'policy = "strict"\n'))
+    res = run_cli(repo, "run", "--tag", "w", "--max-experiments", "3")
+    assert res.returncode == 0, res.stderr
+    for row in ledger(repo, "w"):
+        files = git(repo, "ls-tree", "-r", "--name-only", row["commit"]).split()
+        assert "artifact.bin" not in files
+
+
+def test_network_off_runs_without_network(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", toml=toy_toml(
+        run='"python train.py && wc -l < /proc/net/dev"', network="false"))
+    res = run_cli(repo, "run", "--tag", "n", "--max-experiments", "0")
+    if "cannot cut the network here" in res.stderr:
+        pytest.skip("unshare --net is unavailable on this machine")
+    assert res.returncode == 0, res.stderr
+    log = (repo / ".autoresearch" / "n" / "logs" / "0000.log").read_text()
+    # In a fresh network namespace /proc/net/dev lists only the loopback device.
+    assert log.strip().splitlines()[-1].strip() == "3"
