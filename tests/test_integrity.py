@@ -114,3 +114,43 @@ def test_network_off_runs_without_network(tmp_path: Path) -> None:
     log = (repo / ".autoresearch" / "n" / "logs" / "0000.log").read_text()
     # In a fresh network namespace /proc/net/dev lists only the loopback device.
     assert log.strip().splitlines()[-1].strip() == "3"
+
+
+EVAL_SPLIT = EVAL.replace("make_data(100, seed=1)", "make_data(100, seed=int(sys.argv[1]))")
+
+SPY = '''#!/usr/bin/env python3
+import json, os, pathlib
+ctx = json.loads(pathlib.Path(os.environ["AUTORESEARCH_CONTEXT"]).read_text())
+with open(os.environ["SPY_LOG"], "a") as fh:
+    fh.write(json.dumps([e["holdout"] for e in ctx["history"]]) + "\\n")
+p = pathlib.Path("train.py")
+n = os.environ["AUTORESEARCH_EXPERIMENT"]
+p.write_text(p.read_text().replace("STEPS = ", "STEPS = 10 * " + n + " + "))
+print("more steps")
+'''
+
+
+def test_holdout_scored_for_kept_and_hidden_from_proposers(tmp_path: Path) -> None:
+    repo, _ = make_task(tmp_path)
+    (repo / "eval.py").write_text(EVAL_SPLIT)
+    (repo / "spy.py").write_text(SPY)
+    (repo / "spy.py").chmod(0o755)
+    toml = (repo / "autoresearch.toml").read_text().replace(
+        'evaluate = "python eval.py"', 'evaluate = "python eval.py 1"\n'
+        'holdout = "python eval.py 2"')
+    (repo / "autoresearch.toml").write_text(toml)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "holdout split")
+    spy = tmp_path / "spy.log"
+    res = run_cli(repo, "run", "--tag", "h", "--proposer", "command:./spy.py",
+                  "--max-experiments", "3", env={"SPY_LOG": str(spy), "SECRET_DATA": ""})
+    assert res.returncode == 0, res.stderr
+    rows = ledger(repo, "h")
+    kept = [r for r in rows if r["status"] == "keep"]
+    assert len(kept) >= 2
+    assert all(isinstance(r["holdout"], float) and r["holdout"] != r["metric"] for r in kept)
+    assert all(r["holdout"] is None for r in rows if r["status"] != "keep")
+    seen = [json.loads(line) for line in spy.read_text().splitlines()]
+    assert len(seen) == 3 and all(v is None for history in seen for v in history)
+    status = run_cli(repo, "status", "--tag", "h")
+    assert "holdout: best" in status.stdout

@@ -29,3 +29,13 @@ def test_progress_data_running_best() -> None:
     assert d.x == [0, 1, 2, 5]
     assert d.kept == [True, False, True, True]
     assert list(zip(d.best_x, d.best_y)) == [(0, 1.0), (1, 1.0), (2, 0.9), (5, 0.8)]
+
+
+def test_holdout_is_reported_beside_val() -> None:
+    from dataclasses import replace
+
+    rows = [replace(ROWS[0], holdout=1.2), *ROWS[1:5], replace(ROWS[5], holdout=1.15)]
+    s = summarize(rows)
+    assert (s.baseline_holdout, s.best_holdout) == (1.2, 1.15)
+    d = progress_data(rows, MetricSpec("m", "minimize"))
+    assert list(zip(d.holdout_x, d.holdout_y)) == [(0, 1.2), (5, 1.15)]

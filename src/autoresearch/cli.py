@@ -90,6 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--timeout {args.timeout} is below the time budget "
                               f"{task.time_budget}.")
         task = replace(task, timeout=float(args.timeout))
+    if args.policy:
+        task = replace(task, decision={**task.decision, "policy": args.policy})
     ws = Workspace(task.root, args.tag)
     ws.assert_clean()
     proposer = make_proposer(args.proposer, task, {
@@ -178,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--time-budget", type=float, help="override time_budget (seconds)")
     r.add_argument("--timeout", type=float, help="override timeout (seconds)")
     r.add_argument("--seed", type=int, default=42, help="base AUTORESEARCH_SEED (default 42)")
+    r.add_argument("--policy", help="keep rule, overriding [decision] policy: noise-aware "
+                   "(default) or strict (Karpathy's: any improvement)")
     for flag in ("--provider", "--model", "--base-url", "--agent"):
         r.add_argument(flag, help="proposer option (see docs/proposers.md)")
     r.set_defaults(func=cmd_run)

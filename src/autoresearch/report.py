@@ -7,7 +7,7 @@ so the numbers can be tested without a terminal or a figure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -28,6 +28,8 @@ class Summary:
     best_id: int | None
     per_hour: float
     by_status: dict[str, int]
+    baseline_holdout: float | None = None
+    best_holdout: float | None = None
 
 
 def _candidates(rows: list[Experiment]) -> list[Experiment]:
@@ -48,19 +50,26 @@ def summarize(rows: list[Experiment]) -> Summary:
         experiments=len(cands), kept=kept, keep_rate=kept / len(cands) if cands else 0.0,
         baseline=kept_rows[0].metric if kept_rows else None,
         best=best.metric if best else None, best_id=best.id if best else None,
-        per_hour=runs / (span / 3600) if span > 0 else 0.0, by_status=by_status)
+        per_hour=runs / (span / 3600) if span > 0 else 0.0, by_status=by_status,
+        baseline_holdout=kept_rows[0].holdout if kept_rows else None,
+        best_holdout=best.holdout if best else None)
 
 
 def render_status(rows: list[Experiment], metric: MetricSpec, tag: str, console: Console,
                   last: int = 50) -> None:
     table = Table(title=f"autoresearch/{tag}", title_style="bold")
-    for col in ("#", "commit", metric.name, "mem GB", "status", "description"):
-        table.add_column(col, justify="right" if col in ("#", metric.name, "mem GB") else "left")
+    holdout = any(e.holdout is not None for e in rows)
+    cols = ["#", "commit", metric.name, *(["holdout"] if holdout else []), "mem GB", "status",
+            "description"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("commit", "status", "description")
+                         else "right")
     styles = {"keep": "green", "crash": "red", "timeout": "red", "invalid": "yellow",
               "checks_failed": "yellow"}
     for e in rows[-last:]:
         value = "" if e.metric is None else f"{e.metric:.6f}"
-        table.add_row(str(e.id), e.commit[:7], value, f"{e.memory_gb:.1f}",
+        held = [] if not holdout else ["" if e.holdout is None else f"{e.holdout:.6f}"]
+        table.add_row(str(e.id), e.commit[:7], value, *held, f"{e.memory_gb:.1f}",
                       f"[{styles.get(e.status, 'dim')}]{e.status}[/]",
                       escape(e.description[:70]))
     console.print(table)
@@ -68,6 +77,11 @@ def render_status(rows: list[Experiment], metric: MetricSpec, tag: str, console:
     if s.best is not None and s.baseline is not None:
         console.print(f"best {metric.name} {s.best:.6f} (experiment {s.best_id}), "
                       f"{s.best - s.baseline:+.6f} vs baseline {s.baseline:.6f}")
+    if s.best_holdout is not None and s.baseline_holdout is not None:
+        # Val improving while holdout does not is overfitting to the validation set.
+        console.print(f"holdout: best {s.best_holdout:.6f}, "
+                      f"{s.best_holdout - s.baseline_holdout:+.6f} vs baseline "
+                      f"{s.baseline_holdout:.6f}")
     console.print(f"{s.experiments} experiments, {s.kept} kept ({s.keep_rate:.0%}), "
                   f"{s.per_hour:.1f} runs/hour; " +
                   ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())))
@@ -81,10 +95,12 @@ class ProgressData:
     labels: list[str]
     best_x: list[int]  # the running best, as a step line
     best_y: list[float]
+    holdout_x: list[int] = field(default_factory=list)  # kept experiments' holdout scores
+    holdout_y: list[float] = field(default_factory=list)
 
 
 def progress_data(rows: list[Experiment], metric: MetricSpec) -> ProgressData:
-    x, y, kept, labels, bx, by = [], [], [], [], [], []
+    x, y, kept, labels, bx, by, hx, hy = [], [], [], [], [], [], [], []
     best: float | None = None
     for e in rows:
         if e.metric is None or e.proposer == "harness":
@@ -95,10 +111,13 @@ def progress_data(rows: list[Experiment], metric: MetricSpec) -> ProgressData:
         labels.append(e.description)
         if e.status == "keep":
             best = e.metric
+            if e.holdout is not None:
+                hx.append(e.id)
+                hy.append(e.holdout)
         if best is not None:
             bx.append(e.id)
             by.append(best)
-    return ProgressData(x, y, kept, labels, bx, by)
+    return ProgressData(x, y, kept, labels, bx, by, hx, hy)
 
 
 def plot_progress(data: ProgressData, metric: MetricSpec, out: Path, title: str) -> Path:
@@ -117,6 +136,9 @@ def plot_progress(data: ProgressData, metric: MetricSpec, out: Path, title: str)
     ax.scatter(kx, ky, s=36, color="#2ca02c", zorder=3, label="kept")
     ax.step(data.best_x, data.best_y, where="post", color="#2ca02c", linewidth=1.5,
             label="running best")
+    if data.holdout_x:
+        ax.plot(data.holdout_x, data.holdout_y, "s--", color="#1f77b4", markersize=5,
+                markerfacecolor="none", linewidth=1, label="holdout (kept)")
     for x, y, label, was_kept in zip(data.x, data.y, data.labels, data.kept):
         if was_kept:
             ax.annotate(label[:40], (x, y), textcoords="offset points", xytext=(4, 6),
