@@ -119,14 +119,13 @@ class Loop:
                 sweep_orphans(int(pending["pgid"]), self.ws.state)
             row = self.ledger.by_id(pending.get("id", -1))
             if row is None and pending.get("tree"):
-                commit = self.ws.commit(pending["tree"], pending["parent"],
-                                        self._message(pending.get("description", ""),
-                                                      pending["id"], "interrupted", None, ""))
-                row = Experiment(id=pending["id"], status="interrupted", commit=commit,
-                                 parent=pending["parent"], description=pending.get(
-                                     "description", ""), started=pending.get("started", 0.0),
+                row = Experiment(id=pending["id"], status="interrupted", parent=pending["parent"],
+                                 description=pending.get("description", ""),
+                                 started=pending.get("started", 0.0),
                                  reason="the harness stopped during this experiment; "
                                         "its result was never read")
+                row = replace(row, commit=self.ws.commit_experiment(
+                    pending["tree"], row, self.task.metric.name))
                 self.ledger.append(row)
             if row is not None and row.status not in ("keep", "remeasure") and row.commit:
                 self.ws.preserve(row.commit, row.id)
@@ -384,18 +383,9 @@ class Loop:
         self.display.finish(exp)
 
     # -- finishing ------------------------------------------------------------------
-    def _message(self, description: str, exp_id: int, status: str, value: float | None,
-                 reason: str) -> str:
-        shown = "n/a" if value is None else f"{value:.6f}"
-        first = reason.splitlines()[0] if reason else ""
-        return (f"{description or '(no description)'}\n\nautoresearch: experiment {exp_id} "
-                f"(tag {self.ws.tag})\nstatus: {status}\n{self.task.metric.name}: {shown}\n"
-                f"reason: {first}\n")
-
     def _finish(self, exp: Experiment, tree: str) -> None:
         """Commit, record, then move refs: the order that makes a crash recoverable."""
-        commit = self.ws.commit(tree, exp.parent, self._message(
-            exp.description, exp.id, exp.status, exp.metric, exp.reason))
+        commit = self.ws.commit_experiment(tree, exp, self.task.metric.name)
         exp = replace(exp, commit=commit, finished=time.time())
         self.ledger.append(exp)
         if exp.diff.get("tree"):

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch.ledger import Experiment
+
 STATE_DIR = ".autoresearch"
 
 
@@ -183,6 +185,15 @@ class Workspace:
         out = git("commit-tree", tree, "-p", parent, "-m", message, cwd=self.worktree,
                   env=self._env)
         return out.strip()
+
+    def commit_experiment(self, tree: str, exp: Experiment, metric_name: str) -> str:
+        """Experiment `exp` as one commit on its parent; the message holds the result."""
+        shown = "n/a" if exp.metric is None else f"{exp.metric:.6f}"
+        reason = exp.reason.splitlines()[0] if exp.reason else ""
+        message = (f"{exp.description or '(no description)'}\n\n"
+                   f"autoresearch: experiment {exp.id} (tag {self.tag})\n"
+                   f"status: {exp.status}\n{metric_name}: {shown}\nreason: {reason}\n")
+        return self.commit(tree, exp.parent, message)
 
     def advance(self, commit: str) -> None:
         """Keep: the branch (checked out in the worktree) moves to `commit`."""
