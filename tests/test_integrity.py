@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import git, make_repo, run_cli, toy_toml
-from test_loop import ledger
+from test_loop import ledger, processes_under
 
 EVAL = '''import json, os, pathlib, sys
 sys.path.insert(0, ".")
@@ -28,6 +28,7 @@ ATTACKS = {
     4: "print(open(os.environ['SECRET_DATA']).read())",
     5: "time.sleep(4)",
     6: "print('---'); print('val_loss: 0.000001')",
+    7: "import subprocess; subprocess.Popen(['setsid', 'sleep', '1000'])",
 }
 
 PROPOSER = '''#!/usr/bin/env python3
@@ -73,18 +74,20 @@ def test_attacks_end_invalid_and_are_undone(tmp_path: Path) -> None:
         1: "the run changed the ledger",
         2: "the run changed git hooks",
         3: "the run changed the experiment's committed files",
-        4: "the run read evaluation-only data",
+        4: "the run touched evaluation-only data: read",
         5: "over budget",
+        7: "the run left 1 process(es) running",
     }
     for exp_id, needle in expect.items():
         assert rows[exp_id]["status"] == "invalid", (exp_id, rows[exp_id]["reason"])
         assert needle in rows[exp_id]["reason"], rows[exp_id]["reason"]
-    # A fake summary line from the run is ignored: the evaluate phase's number stands.
+    # A fake summary line from the run is caught out by the evaluate phase's number.
     fake = rows[6]
-    assert fake["evidence"]["run_reported"]["val_loss"] == 0.000001
-    assert fake["metric"] is not None and abs(fake["metric"] - base["metric"]) < 1e-9
-    assert fake["status"] != "keep"
+    assert fake["status"] == "invalid"
+    assert "the run reported val_loss 1e-06 but the evaluate phase measured" in fake["reason"]
+    assert fake["metrics"]["val_loss"] == pytest.approx(base["metric"])  # the trusted number
     assert all(r["status"] != "keep" for i, r in rows.items() if i > 0)
+    assert processes_under(repo) == []
     # Everything the attacks touched was put back.
     assert sorted(p.name for p in (repo / ".git" / "hooks").iterdir()) == hooks_before
     assert [json.loads(line)["id"] for line in

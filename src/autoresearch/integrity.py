@@ -101,10 +101,12 @@ class Tripwire:
 
 
 class Canaries:
-    """Detect reads of eval-only files during training, through their access times."""
+    """Detect reads (access time) and writes (size, mtime) of eval-only files during training."""
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], reads: bool = True):
         self.files = [f for p in paths for f in _files_under(p)]
+        self.reads = reads
+        self._stamp: dict[Path, tuple[int, int]] = {}
 
     @staticmethod
     def supported(directory: Path) -> bool:
@@ -112,17 +114,32 @@ class Canaries:
         with tempfile.NamedTemporaryFile(dir=directory) as fh:
             fh.write(b"x")
             fh.flush()
-            os.utime(fh.name, (0, os.stat(fh.name).st_mtime))
+            os.utime(fh.name, ns=(0, os.stat(fh.name).st_mtime_ns))
             with open(fh.name, "rb") as again:
                 again.read()
             return os.stat(fh.name).st_atime > 0
 
     def arm(self) -> None:
         for f in self.files:
-            os.utime(f, (0, os.stat(f).st_mtime))
+            st = os.stat(f)
+            if self.reads:
+                os.utime(f, ns=(0, st.st_mtime_ns))
+            self._stamp[f] = (st.st_size, st.st_mtime_ns)
 
     def tripped(self) -> list[str]:
-        return [str(f) for f in self.files if os.stat(f).st_atime > 0]
+        """'read PATH' / 'changed PATH' / 'deleted PATH' for each file touched since `arm`."""
+        found = []
+        for f in self.files:
+            try:
+                st = os.stat(f)
+            except OSError:
+                found.append(f"deleted {f}")
+                continue
+            if (st.st_size, st.st_mtime_ns) != self._stamp.get(f):
+                found.append(f"changed {f}")
+            elif self.reads and st.st_atime > 0:
+                found.append(f"read {f}")
+        return found
 
 
 def fresh_copy(src: Path, dest: Path) -> Path:

@@ -9,7 +9,9 @@ Phases, when the task has an `evaluate` command (the trustworthy setup):
    eval-only canaries; anything touched makes the experiment `invalid`.
 3. **evaluate**: `evaluate` in the pristine worktree, in a fresh process. Only its
    output is trusted for the metric; metric-like lines the run printed are
-   recorded as `run_reported` and ignored.
+   recorded as `run_reported`, and a run whose own claim of the primary metric
+   disagrees with the evaluation is `invalid`. The evaluate command exits with
+   `INTEGRITY_EXIT` and an `integrity: ...` line when the model breaks a rule.
 
 Without `evaluate`, the run's own output is the metric source (Karpathy's
 original setup), and the trust is only as good as the run's code.
@@ -20,6 +22,7 @@ non-finite metric all come back as a `Measurement` with a status and a reason.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -35,6 +38,13 @@ from autoresearch.metrics import parse_metrics, read_metric
 from autoresearch.runner import RunResult, log_tail, run_command
 from autoresearch.task import ConfigError, TaskSpec
 from autoresearch.workspace import Workspace
+
+# Exit status by which an evaluate command says "this model broke a rule" (a causality
+# probe failed, the evaluator was patched): the experiment is invalid, not crashed.
+INTEGRITY_EXIT = 3
+# The run's own report of the metric (Karpathy's summary block) may differ from the
+# evaluate phase's by numerics (bf16 vs fp32, batch order); beyond this it is a lie.
+SELF_REPORT_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,8 @@ def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None]) -> Gu
     canaries = Canaries(eval_only)
     if canaries.files and not Canaries.supported(canaries.files[0].parent):
         say("note: this filesystem does not record reads (noatime), so reads of eval_only "
-            "data during training go undetected.")
-        canaries = Canaries([])
+            "data during training go undetected; writes to it are still caught.")
+        canaries = Canaries(eval_only, reads=False)
     prefix = None
     if not task.network:
         prefix = network_prefix()
@@ -162,10 +172,13 @@ def measure(
         return result("invalid", f"the run changed {what}; restored")
     peeked = guards.canaries.tripped()
     if peeked:
-        return result("invalid", "the run read evaluation-only data: " + ", ".join(peeked[:3]))
+        return result("invalid", "the run touched evaluation-only data: " + ", ".join(peeked[:3]))
     failed = _failure(run, "run")
     if failed:
         return result(*failed)
+    if run.leftovers:
+        return result("invalid", f"the run left {run.leftovers} process(es) running after it "
+                      "exited; they were killed")
     budget, slack = task.time_budget, guards.allowance
     if slack is not None and run.seconds > budget + slack:
         return result("invalid", f"over budget: the run took {run.seconds:.1f}s, more than "
@@ -183,6 +196,11 @@ def measure(
         if touched:
             what = "; ".join(f"{v.what} ({v.path})" for v in touched[:5])
             return result("invalid", f"the evaluate phase changed {what}; restored")
+        if ev.exit_code == INTEGRITY_EXIT:
+            text = source.read_text(encoding="utf-8", errors="replace")
+            lines = [ln for ln in text.splitlines() if ln.startswith("integrity:")]
+            return result("invalid", "evaluate: " + (lines[-1] if lines else "integrity check "
+                                                    "failed") + f"\n{log_tail(source, 10)}")
         failed = _failure(ev, "evaluate")
         if failed:
             return result(*failed)
@@ -192,7 +210,18 @@ def measure(
     if reading.value is None:
         return result("crash", f"{reading.problem}\n{log_tail(source, 30)}", None,
                       reading.metrics)
+    claimed = notes.get("run_reported", {}).get(task.metric.name)
+    if claimed is not None and _disagree(claimed, reading.value):
+        return result("invalid", f"the run reported {task.metric.name} {claimed:g} but the "
+                      f"evaluate phase measured {reading.value:g}", reading.value,
+                      reading.metrics)
     return result("ok", "", reading.value, reading.metrics)
+
+
+def _disagree(claimed: float, measured: float) -> bool:
+    """A self-report off by more than SELF_REPORT_TOLERANCE (relative) is a lie, not noise."""
+    return not math.isfinite(claimed) or \
+        abs(claimed - measured) > SELF_REPORT_TOLERANCE * max(abs(measured), 1e-12)
 
 
 def score_holdout(task: TaskSpec, workdir: Path, log: Path, env: dict[str, str],

@@ -36,6 +36,7 @@ class RunResult:
     peak_rss_mb: float
     log: Path
     interrupted: bool = False
+    leftovers: int = 0  # processes still running after the main one exited (killed)
 
     @property
     def ok(self) -> bool:
@@ -247,6 +248,7 @@ def run_command(
     # grandchild, a `sleep &` the script forgot) once the main process is gone.
     if not (timed_out or interrupted):
         proc.wait()
+    seconds = time.monotonic() - start
     # Leftovers: descendants seen while polling, and any process still carrying the
     # run's token (setsid daemons included); the group itself is signalled below.
     candidates = dict(seen)
@@ -261,8 +263,9 @@ def run_command(
                    reap=proc.poll)
     proc.wait()
     code = None if timed_out else proc.returncode
-    return RunResult(exit_code=code, timed_out=timed_out, seconds=time.monotonic() - start,
-                     peak_rss_mb=peak, log=log_path, interrupted=interrupted)
+    return RunResult(exit_code=code, timed_out=timed_out, seconds=seconds,
+                     peak_rss_mb=peak, log=log_path, interrupted=interrupted,
+                     leftovers=0 if (timed_out or interrupted) else len(leftovers))
 
 
 def log_tail(path: Path, lines: int = 50) -> str:
