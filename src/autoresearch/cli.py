@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from autoresearch.ledger import Ledger
+from autoresearch.ledger import Ledger, LedgerError
 from autoresearch.proposers import ProposerError, available, make_proposer
 from autoresearch.task import CONFIG_NAME, ConfigError, MetricSpec, TaskSpec, load_task
 from autoresearch.workspace import STATE_DIR, WorkspaceError, git
@@ -58,10 +59,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     fresh = not git("rev-parse", "--show-toplevel", cwd=dest, check=False).strip()
     if fresh:
         git("init", "-q", cwd=dest)
-    if fresh or args.commit:
-        git("add", "-A", cwd=dest)
+    if fresh or args.commit:  # only the files written here, never the user's other work
+        written = [str(dest / (("." + p.name) if p.name == "gitignore" else p.relative_to(src)))
+                   for p in files]
+        git("add", "--", *written, cwd=dest)
         git("-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost",
-            "commit", "-q", "-m", f"autoresearch: {src.name} template", cwd=dest)
+            "commit", "-q", "-m", f"autoresearch: {src.name} template", "--", *written,
+            cwd=dest)
     console.print(f"Wrote the {src.name} template to {dest}.")
     console.print("Next: read program.md, adjust autoresearch.toml, then run "
                   f"`autoresearch run --tag {_default_tag()}` in {dest}.")
@@ -69,9 +73,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 # -- run -----------------------------------------------------------------------------
+def _config_path(args: argparse.Namespace) -> Path:
+    return (Path(args.config) if args.config else Path.cwd() / CONFIG_NAME).resolve()
+
+
 def _load(args: argparse.Namespace) -> TaskSpec:
-    path = Path(args.config) if args.config else Path.cwd() / CONFIG_NAME
-    return load_task(path.resolve())
+    return load_task(_config_path(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -83,6 +90,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     task = _load(args)
     if args.time_budget is not None:
         budget = float(args.time_budget)
+        if not math.isfinite(budget) or budget <= 0:
+            raise ConfigError(f"--time-budget {args.time_budget}: give a positive number of "
+                              "seconds.")
         task = replace(task, time_budget=budget,
                        timeout=max(task.timeout, 2 * budget, budget + 60))
     if args.timeout is not None:
@@ -93,7 +103,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.policy:
         task = replace(task, decision={**task.decision, "policy": args.policy})
     ws = Workspace(task.root, args.tag)
+    if ws.root.resolve() != task.root.resolve():
+        raise ConfigError(f"{CONFIG_NAME} must be at the repository root ({ws.root}), where "
+                          f"its paths are resolved; it is in {task.root}.")
     ws.assert_clean()
+    editable = [p.relative_to(task.root).as_posix() for pat in task.editable
+                for p in task.root.glob(pat)]
+    ws.assert_tracked([_config_path(args).relative_to(task.root).as_posix(), task.program,
+                       *task.protected, *editable])
     proposer = make_proposer(args.proposer, task, {
         "provider": args.provider, "model": args.model, "base_url": args.base_url,
         "agent": args.agent})
@@ -202,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, WorkspaceError, ProposerError) as exc:
+    except (ConfigError, WorkspaceError, ProposerError, LedgerError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     except subprocess.CalledProcessError as exc:  # pragma: no cover - unexpected tool failure

@@ -52,26 +52,58 @@ def _files_under(path: Path) -> list[Path]:
 class Violation:
     what: str  # a short human description, e.g. "the ledger (results.jsonl)"
     path: str
+    restored: bool
+
+
+def _harness_files(git_dir: Path, state_dir: Path) -> list[tuple[str, list[Path], bool]]:
+    return [
+        ("the ledger", [state_dir / "results.jsonl", state_dir / "results.tsv",
+                        state_dir / "protected.json"], True),
+        ("git hooks", [git_dir / "hooks"], True),  # a hook would run at our next git call
+        ("git config", [git_dir / "config"], True),  # core.fsmonitor runs a command too
+    ]
 
 
 class Tripwire:
     """Byte snapshots of small trusted files; `check()` restores and reports changes."""
 
-    def __init__(self, git_dir: Path, state_dir: Path, tag: str, committed: list[Path]):
-        # Only this tag's refs: another tag's harness may move its own meanwhile.
-        self.groups: list[tuple[str, list[Path]]] = [
-            ("the ledger", [state_dir / "results.jsonl", state_dir / "results.tsv"]),
-            ("git hooks", [git_dir / "hooks"]),
-            ("git config", [git_dir / "config"]),
-            ("git refs", [git_dir / "refs" / "heads" / "autoresearch" / tag,
-                          git_dir / "refs" / "autoresearch" / tag]),
-            ("the experiment's committed files", committed),
-        ]
+    def __init__(self, groups: list[tuple[str, list[Path], bool]]):
+        """Groups of (description, files or directories, restore on change?). Files the
+        user may legitimately change meanwhile (their branches, packed-refs) are only
+        reported: putting them back could undo the user's own work."""
+        self.groups = groups
         self._snap: dict[Path, bytes] = {}
+
+    @classmethod
+    def for_runs(cls, git_dir: Path, state_dir: Path, tag: str,
+                 committed: list[Path]) -> Tripwire:
+        """What an experiment phase must leave alone. Only this tag's branch: another tag's
+        harness may move its own meanwhile. The worktree's index is watched because the
+        evaluate phase is exported from it."""
+        return cls([
+            *_harness_files(git_dir, state_dir),
+            ("git refs", [git_dir / "refs" / "heads" / "autoresearch" / tag,
+                          *sorted(git_dir.glob("worktrees/*/HEAD"))], True),
+            ("the git index", sorted(git_dir.glob("worktrees/*/index")), True),
+            ("the experiment's committed files", committed, True),
+            ("your repository's refs", [git_dir / "HEAD", git_dir / "packed-refs"], False),
+        ])
+
+    @classmethod
+    def for_proposer(cls, git_dir: Path, state_dir: Path, tag: str) -> Tripwire:
+        """What a proposer must leave alone: it edits files, it never touches git."""
+        ours = [git_dir / "refs" / "heads" / "autoresearch" / tag,
+                *git_dir.glob("worktrees/*/HEAD")]
+        return cls([
+            *_harness_files(git_dir, state_dir),
+            ("git refs", ours, True),
+            ("your repository's refs", [git_dir / "HEAD", git_dir / "packed-refs",
+                                        git_dir / "refs" / "heads"], False),
+        ])
 
     def _scan(self) -> dict[Path, bytes]:
         out: dict[Path, bytes] = {}
-        for _, roots in self.groups:
+        for _, roots, _restore in self.groups:
             for root in roots:
                 for f in _files_under(root):
                     try:
@@ -84,14 +116,18 @@ class Tripwire:
         self._snap = self._scan()
 
     def check(self) -> list[Violation]:
-        """Compare with the armed snapshot, put every changed file back, report them."""
+        """Compare with the armed snapshot, put changed files back where the group says so,
+        and report them all (`Violation.restored` tells which were ours to restore)."""
         now = self._scan()
         changed = [p for p in set(now) | set(self._snap) if now.get(p) != self._snap.get(p)]
         found = []
         for path in sorted(changed):
-            what = next((w for w, roots in self.groups
-                         if any(path == r or r in path.parents for r in roots)), "a file")
-            found.append(Violation(what, str(path)))
+            what, restore = next(((w, r) for w, roots, r in self.groups
+                                  if any(path == p or p in path.parents for p in roots)),
+                                 ("a file", False))
+            found.append(Violation(what, str(path), restore))
+            if not restore:
+                continue
             if path in self._snap:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(self._snap[path])
@@ -140,14 +176,6 @@ class Canaries:
             elif self.reads and st.st_atime > 0:
                 found.append(f"read {f}")
         return found
-
-
-def fresh_copy(src: Path, dest: Path) -> Path:
-    """A scratch copy of the worktree for one run, so what it writes never lands in a commit."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".git"), symlinks=True)
-    return dest
 
 
 def network_prefix() -> str | None:

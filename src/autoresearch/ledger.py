@@ -26,6 +26,10 @@ STATUSES = ("keep", "discard", "crash", "invalid", "timeout", "checks_failed", "
 FAILURES = ("crash", "invalid", "timeout", "checks_failed")
 
 
+class LedgerError(ValueError):
+    """The ledger file is damaged in a way the harness must not repair by itself."""
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One ledger row. ``metric`` is None when no trustworthy value exists."""
@@ -96,13 +100,17 @@ class Ledger:
         if self.jsonl.exists():
             raw = self.jsonl.read_bytes()
             offset = 0
-            for line in raw.splitlines(keepends=True):
+            for number, line in enumerate(raw.splitlines(keepends=True), 1):
                 if not line.endswith(b"\n"):
                     break  # torn tail: written partly when the harness died
                 try:
                     self.experiments.append(Experiment.from_json(json.loads(line)))
-                except (json.JSONDecodeError, TypeError):
-                    break
+                except (json.JSONDecodeError, TypeError) as exc:
+                    # Only a torn *last* line is ours to drop; damage before it is not.
+                    raise LedgerError(
+                        f"{self.jsonl}, line {number}: not a ledger record ({exc}). Nothing was "
+                        "changed. Repair or remove that line (keep a copy), then run again."
+                    ) from None
                 offset += len(line)
             self._valid_bytes = offset
         self._sync_tsv()

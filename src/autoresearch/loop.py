@@ -23,6 +23,7 @@ from typing import Any
 
 from autoresearch.decide import Candidate, Incumbent, Policy, Verdict
 from autoresearch.display import Display
+from autoresearch.integrity import Tripwire
 from autoresearch.ledger import FAILURES, Experiment, Ledger
 from autoresearch.measure import (
     Measurement,
@@ -33,7 +34,7 @@ from autoresearch.measure import (
     score_holdout,
 )
 from autoresearch.proposers.base import Context, Proposal, Proposer
-from autoresearch.runner import log_tail, run_command, sweep_orphans
+from autoresearch.runner import kill_marked, log_tail, run_command, sweep_orphans
 from autoresearch.simplicity import lines_delta
 from autoresearch.task import TaskSpec
 from autoresearch.workspace import Workspace, matches
@@ -67,6 +68,9 @@ class Loop:
     def run(self) -> str:
         """Run until a stop condition; return why it stopped."""
         self.ws.state.mkdir(parents=True, exist_ok=True)
+        # Inherited by everything this harness starts (proposers, runs, checks), so the
+        # next start can find what a SIGKILLed predecessor left behind.
+        os.environ["AUTORESEARCH_STATE"] = str(self.ws.state)
         with self.ws.lock(), self._signals():
             started = time.monotonic()
             self._recover()
@@ -113,10 +117,12 @@ class Loop:
         if not self.ws.branch_exists():
             self.ws.create_branch()
         self.ledger.load()
-        if self._pending_path.exists():
-            pending = json.loads(self._pending_path.read_text() or "{}")
-            if pending.get("pgid"):
-                sweep_orphans(int(pending["pgid"]), self.ws.state)
+        pending = json.loads(self._pending_path.read_text() or "{}") \
+            if self._pending_path.exists() else None
+        if pending and pending.get("pgid"):
+            sweep_orphans(int(pending["pgid"]), self.ws.state)
+        kill_marked(f"AUTORESEARCH_STATE={self.ws.state}")  # e.g. a proposer mid-edit
+        if pending is not None:
             row = self.ledger.by_id(pending.get("id", -1))
             if row is None and pending.get("tree"):
                 row = Experiment(id=pending["id"], status="interrupted", parent=pending["parent"],
@@ -135,14 +141,18 @@ class Loop:
             self.ws.set_branch(kept[-1].commit)
         self._tip = self.ws.branch_tip()
         for e in self.ledger.experiments:
-            if e.diff.get("tree"):
-                self._trees.setdefault(e.diff["tree"], e)
+            self._remember_tree(e)
         self.ws.open_worktree()
         # Protected files are hashed once, when the tag starts, and checked before every run.
         hashes_file = self.ws.state / "protected.json"
         if not hashes_file.exists():
             hashes_file.write_text(json.dumps(self.ws.hashes(self.task.protected), indent=1))
         self._protected_hashes: dict[str, str] = json.loads(hashes_file.read_text())
+        added = [n for n in self.task.protected if n not in self._protected_hashes]
+        if added:  # protected since the tag started: locked from now on, at the incumbent's
+            self._protected_hashes.update(self.ws.hashes(tuple(added)))
+            hashes_file.write_text(json.dumps(self._protected_hashes, indent=1))
+        self._proposer_wire = Tripwire.for_proposer(self.ws.git_dir, self.ws.state, self.ws.tag)
         self._guards = make_guards(self.task, self.ws, self.display.message)
         if self.ledger.kept():
             self._guards.allowance = allowance(self.task, self.ledger.kept()[0])
@@ -188,7 +198,7 @@ class Loop:
 
         self.display.start(exp_id, description)
         try:
-            return measure(self.task, self.ws.worktree, log, env, self._guards, on_start,
+            return measure(self.task, log, env, self._guards, on_start,
                            self.display.tick, lambda: self._stop_requested)
         finally:
             self.display.stop_live()
@@ -273,12 +283,18 @@ class Loop:
         exp_id = self.ledger.next_id()
         parent = self._tip
         started = time.time()
+        self._proposer_wire.arm()
         proposal = self.proposer.propose(self._context(exp_id))
         self._feedback = None
+        # Restores our branch, the worktree's HEAD, hooks, config and the ledger. A change
+        # to the user's own refs is not held against the proposal: the user may have made it.
+        meddled = [v for v in self._proposer_wire.check() if v.restored]
+        if meddled:
+            self.ws.restore(parent)  # a commit or checkout made in the worktree is undone
         if self._stop_requested:  # Ctrl-C while proposing: nothing ran, nothing to record
             self.ws.restore()
             return
-        staged = self.ws.stage()
+        staged = self.ws.stage(parent)
         desc = " ".join(proposal.description.split()) or "(no description)"
         stat = staged.stat
         base = Experiment(id=exp_id, status="invalid", description=desc, parent=parent,
@@ -288,6 +304,11 @@ class Loop:
                           diff={"files": stat.files, "insertions": stat.insertions,
                                 "deletions": stat.deletions, "tree": staged.tree})
         problem = self._scope_problem(proposal, staged.paths)
+        if meddled:
+            problem = "the proposer changed git state or harness files (restored): " + \
+                ", ".join(sorted({f"{v.what} ({v.path})" for v in meddled})[:4])
+        elif staged.special:
+            problem = "symlinks and submodules are not allowed: " + ", ".join(staged.special)
         if problem:
             self._feedback = f"Your previous proposal was rejected: {problem}"
             return self._finish(replace(base, reason=problem), staged.tree)
@@ -342,15 +363,20 @@ class Loop:
         if not self.task.holdout:
             return None
         env = run_env(self.task, self.ws.tag, exp_id, self.options.seed)
-        return score_holdout(self.task, self.ws.worktree, self.logs / f"{exp_id:04d}.holdout.log",
-                             env, self._guards)
+        return score_holdout(self.task, self.logs / f"{exp_id:04d}.holdout.log", env,
+                             self._guards)
 
     def _run_checks(self, exp_id: int, verdict: Verdict) -> Verdict:
         env = run_env(self.task, self.ws.tag, exp_id, self.options.seed)
         for j, check in enumerate(self.task.checks):
             log = self.logs / f"{exp_id:04d}.check{j}.log"
-            res = run_command(check, self.ws.worktree, log, self.task.timeout, env,
-                              should_stop=lambda: self._stop_requested)
+            self._guards.tripwire.arm()
+            res = run_command(check, self.ws.export(self.ws.state / "scratch" / "check"), log,
+                              self.task.timeout, env, should_stop=lambda: self._stop_requested)
+            touched = [v for v in self._guards.tripwire.check() if v.restored]
+            if touched:
+                return Verdict("invalid", f"check `{check}` changed {touched[0].what} "
+                               f"({touched[0].path}); restored", verdict.evidence)
             if not res.ok:
                 why = "timed out" if res.timed_out else f"exited {res.exit_code}"
                 return Verdict("checks_failed", f"check `{check}` {why} (would have been kept: "
@@ -383,13 +409,18 @@ class Loop:
         self.display.finish(exp)
 
     # -- finishing ------------------------------------------------------------------
+    def _remember_tree(self, exp: Experiment) -> None:
+        """Only measured states count as duplicates: a crash or an interrupted run may be
+        retried, and a proposal that failed for other reasons was never measured."""
+        if exp.diff.get("tree") and exp.status in ("keep", "discard", "checks_failed"):
+            self._trees.setdefault(exp.diff["tree"], exp)
+
     def _finish(self, exp: Experiment, tree: str) -> None:
         """Commit, record, then move refs: the order that makes a crash recoverable."""
         commit = self.ws.commit_experiment(tree, exp, self.task.metric.name)
         exp = replace(exp, commit=commit, finished=time.time())
         self.ledger.append(exp)
-        if exp.diff.get("tree"):
-            self._trees.setdefault(exp.diff["tree"], exp)
+        self._remember_tree(exp)
         if exp.status == "keep":
             self.ws.advance(commit)
             self._tip = commit

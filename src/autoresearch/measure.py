@@ -2,12 +2,13 @@
 
 Phases, when the task has an `evaluate` command (the trustworthy setup):
 
-1. **train**: `run` in a scratch copy of the worktree (what it writes never lands
-   in a commit, with or without `evaluate`), with `AUTORESEARCH_HANDOVER` naming
-   a directory for the model it hands over. Its wall clock is measured here.
+1. **train**: `run` in a fresh export of the staged tree (files git ignores never
+   reach it, and what it writes never lands in a commit), with
+   `AUTORESEARCH_HANDOVER` naming a directory for the model it hands over. Its
+   wall clock is measured here.
 2. **check**: the tripwire (ledger, refs, hooks, committed files) and the
    eval-only canaries; anything touched makes the experiment `invalid`.
-3. **evaluate**: `evaluate` in the pristine worktree, in a fresh process. Only its
+3. **evaluate**: `evaluate` in a second fresh export, in a fresh process. Only its
    output is trusted for the metric; metric-like lines the run printed are
    recorded as `run_reported`, and a run whose own claim of the primary metric
    disagrees with the evaluation is `invalid`. The evaluate command exits with
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoresearch.integrity import Canaries, Tripwire, expand, fresh_copy, network_prefix
+from autoresearch.integrity import Canaries, Tripwire, expand, network_prefix
 from autoresearch.ledger import Experiment
 from autoresearch.metrics import parse_metrics, read_metric
 from autoresearch.runner import RunResult, log_tail, run_command
@@ -66,7 +67,8 @@ class Guards:
 
     tripwire: Tripwire
     canaries: Canaries
-    scratch: Path  # parent of the per-run scratch copy and handover directory
+    scratch: Path  # parent of the per-phase exports and the handover directory
+    export: Callable[[Path], Path]  # writes a fresh copy of the staged tree at the path
     net_prefix: str | None = None  # set: commands run without network access
     allowance: float | None = None  # seconds over the budget tolerated; None: not enforced
 
@@ -99,8 +101,8 @@ def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None]) -> Gu
             raise ConfigError("network = false: cannot cut the network here (`unshare --net` "
                               "is unavailable; it needs Linux with user namespaces). Remove "
                               "the key to run with network access.")
-    return Guards(Tripwire(ws.git_dir, ws.state, ws.tag, committed), canaries,
-                  ws.state / "scratch", prefix)
+    return Guards(Tripwire.for_runs(ws.git_dir, ws.state, ws.tag, committed), canaries,
+                  ws.state / "scratch", ws.export, prefix)
 
 
 def allowance(task: TaskSpec, baseline: Experiment) -> float:
@@ -139,7 +141,6 @@ def _failure(result: RunResult, what: str) -> tuple[str, str] | None:
 
 def measure(
     task: TaskSpec,
-    workdir: Path,
     log: Path,
     env: dict[str, str],
     guards: Guards,
@@ -152,7 +153,7 @@ def measure(
     shutil.rmtree(handover, ignore_errors=True)
     handover.mkdir(parents=True)
     env = {**env, "AUTORESEARCH_HANDOVER": str(handover)}
-    run_dir = fresh_copy(workdir, guards.scratch / "run")
+    run_dir = guards.export(guards.scratch / "run")
     guards.tripwire.arm()
     guards.canaries.arm()
     run = run_command(guards.wrap(task.run), run_dir, log, task.timeout,
@@ -166,7 +167,7 @@ def measure(
         return Measurement(status, reason, value, {**harness_metrics, **(metrics or {})},
                            mem_gb, run.seconds, run.exit_code, str(log), notes)
 
-    touched = guards.tripwire.check()
+    touched = [v for v in guards.tripwire.check() if v.restored]  # not the user's own refs
     if touched:
         what = "; ".join(f"{v.what} ({v.path})" for v in touched[:5])
         return result("invalid", f"the run changed {what}; restored")
@@ -190,9 +191,10 @@ def measure(
             notes["run_reported"] = run_reported  # informational, never trusted
         source = log.with_suffix(".eval.log")
         guards.tripwire.arm()
-        ev = run_command(guards.wrap(task.evaluate), workdir, source, task.timeout,
-                         {**env, "AUTORESEARCH_PHASE": "evaluate"}, None, None, should_stop)
-        touched = guards.tripwire.check()
+        ev = run_command(guards.wrap(task.evaluate), guards.export(guards.scratch / "eval"),
+                         source, task.timeout, {**env, "AUTORESEARCH_PHASE": "evaluate"},
+                         on_start, None, should_stop)
+        touched = [v for v in guards.tripwire.check() if v.restored]
         if touched:
             what = "; ".join(f"{v.what} ({v.path})" for v in touched[:5])
             return result("invalid", f"the evaluate phase changed {what}; restored")
@@ -224,14 +226,16 @@ def _disagree(claimed: float, measured: float) -> bool:
         abs(claimed - measured) > SELF_REPORT_TOLERANCE * max(abs(measured), 1e-12)
 
 
-def score_holdout(task: TaskSpec, workdir: Path, log: Path, env: dict[str, str],
+def score_holdout(task: TaskSpec, log: Path, env: dict[str, str],
                   guards: Guards) -> float | None:
     """The metric on the holdout split, from the handover of the latest run (kept runs only)."""
     if not task.holdout:
         return None
     env = {**env, "AUTORESEARCH_HANDOVER": str(guards.scratch / "handover"),
            "AUTORESEARCH_PHASE": "holdout"}
-    res = run_command(guards.wrap(task.holdout), workdir, log, task.timeout, env)
-    if not res.ok:
+    guards.tripwire.arm()
+    res = run_command(guards.wrap(task.holdout), guards.export(guards.scratch / "eval"), log,
+                      task.timeout, env)
+    if any(v.restored for v in guards.tripwire.check()) or not res.ok:  # tampered: no score
         return None
     return read_metric(log.read_text(encoding="utf-8", errors="replace"), task.metric.name).value

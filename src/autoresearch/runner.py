@@ -117,12 +117,16 @@ def kill_group(pgid: int, extra: list[psutil.Process] | None = None,
 
     signal_all(signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if reap:
-            reap()
-        if not group_alive(pgid) and not any(_alive(p) for p in extra):
-            return
-        time.sleep(0.05)
+    try:
+        while time.monotonic() < deadline:
+            if reap:
+                reap()
+            if not group_alive(pgid) and not any(_alive(p) for p in extra):
+                return
+            time.sleep(0.05)
+    except BaseException:  # Ctrl-C during the grace period: no mercy, but no orphans
+        signal_all(signal.SIGKILL)
+        raise
     signal_all(signal.SIGKILL)
     # SIGKILL is not instant; return only once the tree is really gone (or 2 s passed).
     deadline = time.monotonic() + 2.0
@@ -151,27 +155,44 @@ def sweep_orphans(pgid: int, under: Path) -> bool:
     return ours
 
 
-def _marked(token: str) -> list[int]:
-    """Pids whose environment carries `token`: the run's descendants, however detached.
+def marked(needle: str) -> list[int]:
+    """Pids whose environment contains `needle` (e.g. `AUTORESEARCH_RUN_TOKEN=...`).
 
     A daemon that called setsid leaves our group and session but keeps the
     environment it inherited. Linux only (/proc); elsewhere this finds nothing.
     """
-    needle = f"AUTORESEARCH_RUN_TOKEN={token}".encode()
+    raw = needle.encode()
     pids = []
     try:
         entries = os.listdir("/proc")
     except OSError:
         return []
     for entry in entries:
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) != os.getpid():
             try:
                 with open(f"/proc/{entry}/environ", "rb") as fh:
-                    if needle in fh.read():
+                    if raw in fh.read().split(b"\0"):
                         pids.append(int(entry))
             except OSError:
                 continue
     return pids
+
+
+def kill_marked(needle: str) -> int:
+    """Kill every process carrying `needle` in its environment; return how many."""
+    procs = []
+    for pid in marked(needle):
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=2)
+    return len(procs)
 
 
 def run_command(
@@ -221,29 +242,34 @@ def run_command(
     except psutil.Error:
         root = None
     next_sample = 0.0
-    while proc.poll() is None:
-        elapsed = time.monotonic() - start
-        if elapsed >= timeout:
-            timed_out = True
-            break
-        if should_stop and should_stop():
-            interrupted = True
-            break
-        if root is not None and elapsed >= next_sample:
-            procs = _tree(root)
-            for p in procs:
-                seen.setdefault(p.pid, p)
-            peak = max(peak, _rss_mb(procs))
-            # Sample often early (short runs), then every half second.
-            next_sample = elapsed + (0.1 if elapsed < 2 else 0.5)
-        if on_tick:
-            on_tick(elapsed)
-        # wait() with a timeout polls waitpid with a short, growing delay: a quick
-        # command is noticed within a millisecond or two, a long one costs no CPU.
-        try:
-            proc.wait(timeout=min(0.1 if elapsed < 1 else 0.25, max(0.0, timeout - elapsed)))
-        except subprocess.TimeoutExpired:
-            pass
+    try:
+        while proc.poll() is None:
+            elapsed = time.monotonic() - start
+            if elapsed >= timeout:
+                timed_out = True
+                break
+            if should_stop and should_stop():
+                interrupted = True
+                break
+            if root is not None and elapsed >= next_sample:
+                procs = _tree(root)
+                for p in procs:
+                    seen.setdefault(p.pid, p)
+                peak = max(peak, _rss_mb(procs))
+                # Sample often early (short runs), then every half second.
+                next_sample = elapsed + (0.1 if elapsed < 2 else 0.5)
+            if on_tick:
+                on_tick(elapsed)
+            # wait() with a timeout polls waitpid with a short, growing delay: a quick
+            # command is noticed within a millisecond or two, a long one costs no CPU.
+            try:
+                proc.wait(timeout=min(0.1 if elapsed < 1 else 0.25, max(0.0, timeout - elapsed)))
+            except subprocess.TimeoutExpired:
+                pass
+    except BaseException:
+        # A second Ctrl-C (KeyboardInterrupt) or any bug here must not orphan the tree.
+        kill_group(pgid, [p for p in seen.values() if _alive(p)], grace=1.0, reap=proc.poll)
+        raise
     # Kill the group at the deadline, and always sweep leftovers (a daemonized
     # grandchild, a `sleep &` the script forgot) once the main process is gone.
     if not (timed_out or interrupted):
@@ -252,7 +278,7 @@ def run_command(
     # Leftovers: descendants seen while polling, and any process still carrying the
     # run's token (setsid daemons included); the group itself is signalled below.
     candidates = dict(seen)
-    for pid in _marked(token):
+    for pid in marked(f"AUTORESEARCH_RUN_TOKEN={token}"):
         try:
             candidates.setdefault(pid, psutil.Process(pid))
         except psutil.Error:

@@ -11,6 +11,8 @@ shape here and interpreted by their owners; unknown keys anywhere are errors.
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,9 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
             raise ConfigError(f"metric.{key}: unknown key. Known keys: direction, name.")
     if not isinstance(metric.get("name"), str) or not metric["name"].strip():
         raise ConfigError('metric.name: required, e.g. name = "val_bpb".')
+    if not re.fullmatch(r"[A-Za-z_][\w.\-/]*", metric["name"].strip()):
+        raise ConfigError(f"metric.name: {metric['name']!r} cannot be printed as `name: value` "
+                          "or `METRIC name=value`; use letters, digits, '_', '.', '-', '/'.")
     direction = metric.get("direction", "minimize")
     if direction not in _DIRECTIONS:
         raise ConfigError(f"metric.direction: expected 'minimize' or 'maximize', got {direction!r}")
@@ -123,11 +128,16 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
     if not editable:
         raise ConfigError("editable: at least one file must be editable.")
     for pattern in editable:
+        if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise ConfigError(f"editable: {pattern!r} must be a path relative to {root}, "
+                              "e.g. \"train.py\".")
         if not any(root.glob(pattern)):
             raise ConfigError(f"editable: {pattern!r} matches no file under {root}. "
                               "Create the file or fix the pattern.")
     protected = list(data.get("protected", []))
     for name in protected:
+        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ConfigError(f"protected: {name!r} must be a path relative to {root}.")
         if not (root / name).is_file():
             raise ConfigError(f"protected: {name!r} does not exist under {root}.")
     program = data.get("program", "program.md")
@@ -139,9 +149,11 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         raise ConfigError("holdout: needs `evaluate` too; the holdout split is scored by the "
                           "same kind of command on data the proposer never sees.")
     budget = float(data["time_budget"])
-    if budget <= 0:
-        raise ConfigError(f"time_budget: must be positive seconds, got {budget}")
+    if not math.isfinite(budget) or budget <= 0:
+        raise ConfigError(f"time_budget: must be a positive number of seconds, got {budget}")
     timeout = float(data.get("timeout") or max(2 * budget, budget + 60))
+    if not math.isfinite(timeout):
+        raise ConfigError(f"timeout: must be a finite number of seconds, got {timeout}")
     if timeout < budget:
         raise ConfigError(f"timeout: {timeout} is below time_budget {budget}; "
                           "the hard kill must leave room for the budget.")

@@ -21,6 +21,8 @@ import fcntl
 import fnmatch
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +51,7 @@ class Staged:
     paths: list[str]  # every changed path: modified, added, deleted (both sides of a rename)
     stat: DiffStat
     patch: str  # unified diff against the incumbent
+    special: list[str]  # changed paths that became symlinks or submodules (never allowed)
 
 
 def git(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> str:
@@ -60,9 +63,36 @@ def git(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = 
     return proc.stdout
 
 
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Path-segment glob, as `Path.glob` reads it: `*` and `?` stay within one directory,
+    `**` spans directories. (fnmatch's `*` crosses `/`, so `*.py` would match any depth.)"""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1:]:
+            end = pattern.index("]", i + 1)
+            out.append(fnmatch.translate(pattern[i:end + 1])[4:-3])  # the class alone
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
 def matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
     """True if the repo-relative posix `path` matches one of the glob `patterns` exactly."""
-    return any(fnmatch.fnmatchcase(path, pat) for pat in patterns)
+    return any(_glob_regex(pat).match(path) for pat in patterns)
 
 
 def sha256(path: Path) -> str:
@@ -83,6 +113,9 @@ def _identity_env(root: Path) -> dict[str, str]:
 
 class Workspace:
     def __init__(self, repo: Path, tag: str):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", tag) or ".." in tag:
+            raise WorkspaceError(f"--tag {tag!r}: use letters, digits, '.', '_' and '-' "
+                                 "(it names a branch and a folder), e.g. --tag nov28.")
         self.tag = tag
         top = git("rev-parse", "--show-toplevel", cwd=repo, check=False).strip()
         if not top:
@@ -123,6 +156,15 @@ class Workspace:
                 "autoresearch starts from a commit and never touches your work. Commit them "
                 "(git commit -am '...') or stash them (git stash), then run again.")
 
+    def assert_tracked(self, paths: list[str]) -> None:
+        """The experiment worktree holds committed files only: the task's must be there."""
+        out = git("ls-files", "-z", "--", *paths, cwd=self.root)
+        missing = sorted(set(paths) - set(filter(None, out.split("\0"))))
+        if missing:
+            raise WorkspaceError(
+                f"not committed: {', '.join(missing)}. Experiments run on a checkout of your "
+                f"last commit; add them (git add {' '.join(missing)} && git commit) first.")
+
     def ignore_state_dir(self) -> None:
         exclude = self.git_dir / "info" / "exclude"
         exclude.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +199,7 @@ class Workspace:
         git("worktree", "prune", cwd=self.root, check=False)
 
     # -- inside an experiment ------------------------------------------------------
-    def stage(self) -> Staged:
+    def stage(self, tip: str) -> Staged:
         """Stage everything the proposer did; return the tree, changed paths, stats and patch.
 
         Three git calls: `add -A` (new, deleted and renamed files included), `write-tree`,
@@ -166,7 +208,7 @@ class Workspace:
         git("add", "-A", cwd=self.worktree)
         tree = git("write-tree", cwd=self.worktree).strip()
         out = git("diff", "--cached", "--no-renames", "--no-color", "--numstat", "-z", "-p",
-                  "HEAD", cwd=self.worktree)
+                  tip, cwd=self.worktree)
         numstat, _, patch = out.partition("\0\0")  # the numstat block ends with an extra NUL
         paths, ins, dels = [], 0, 0
         for entry in filter(None, numstat.split("\0")):
@@ -174,7 +216,25 @@ class Workspace:
             paths.append(path)
             ins += int(added) if added.isdigit() else 0  # "-" for binary files
             dels += int(deleted) if deleted.isdigit() else 0
-        return Staged(tree, sorted(paths), DiffStat(len(paths), ins, dels), patch)
+        # A symlink (120000) could point the commit at a file outside the repo; a gitlink
+        # (160000) at another repository. Either way the commit would no longer pin the code.
+        special = re.findall(r"^diff --git a/.* b/(.*)\n(?:new file )?mode (?:120000|160000)$",
+                             patch, flags=re.M)
+        special += re.findall(r"^diff --git a/.* b/(.*)\nold mode \d+\nnew mode (?:120000|160000)$",
+                              patch, flags=re.M)
+        return Staged(tree, sorted(paths), DiffStat(len(paths), ins, dels), patch, special)
+
+    def export(self, dest: Path) -> Path:
+        """A fresh copy of the staged tree (not the directory) at `dest`, for one phase.
+
+        Built from git's index, so files git ignores, and anything written into the
+        worktree since staging, never reach an experiment.
+        """
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        git("checkout-index", "-a", "-f", f"--prefix={dest}/", cwd=self.worktree)
+        return dest
 
     def snapshot(self) -> str:
         """Stage everything in the worktree and return its tree id (nothing is committed)."""

@@ -122,22 +122,24 @@ def parse_space(table: dict[str, Any]) -> dict[str, BaseDistribution]:
     space: dict[str, BaseDistribution] = {}
     for name, spec in table.items():
         key = f"proposer.sweep.{name}"
-        if isinstance(spec, list) and spec:
-            space[name] = CategoricalDistribution(spec)
-        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log",
-                                                                         "step"}:
-            low, high = spec["low"], spec["high"]
-            if isinstance(low, int) and isinstance(high, int) and not spec.get("log", False) \
-                    and not isinstance(low, bool):
-                space[name] = IntDistribution(low, high, step=int(spec.get("step", 1)))
-            else:
-                space[name] = FloatDistribution(float(low), float(high),
-                                                log=bool(spec.get("log", False)),
-                                                step=spec.get("step"))
-        else:
-            raise ConfigError(f"{key}: expected a list of choices or a table "
-                              "{ low = ..., high = ..., log = true|false }, got {spec!r}")
+        try:
+            space[name] = _distribution(key, spec)
+        except (ValueError, TypeError) as exc:  # e.g. log=true with low=0, low > high
+            raise ConfigError(f"{key}: {exc}") from None
     return space
+
+
+def _distribution(key: str, spec: Any) -> BaseDistribution:
+    if isinstance(spec, list) and spec:
+        return CategoricalDistribution(spec)
+    if not (isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log",
+                                                                        "step"}):
+        raise ConfigError(f"{key}: expected a list of choices or a table "
+                          f"{{ low = ..., high = ..., log = true|false }}, got {spec!r}")
+    low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) and not log:
+        return IntDistribution(low, high, step=int(spec.get("step", 1)))
+    return FloatDistribution(float(low), float(high), log=log, step=spec.get("step"))
 
 
 class SweepProposer(Proposer):
@@ -150,8 +152,14 @@ class SweepProposer(Proposer):
         if unknown:
             raise ConfigError(f"proposer.sweep.{unknown[0]}: unknown option. Known: changes, "
                               "seed, and UPPER_CASE constant names with their ranges.")
-        self.changes = int(options.get("changes", 1))
-        self.seed = int(options.get("seed", 0))
+        try:
+            self.changes = int(options.get("changes", 1))
+            self.seed = int(options.get("seed", 0))
+        except (TypeError, ValueError):
+            raise ConfigError("proposer.sweep: `changes` and `seed` must be whole numbers.") \
+                from None
+        if self.changes < 1:
+            raise ConfigError("proposer.sweep.changes: at least 1 constant per experiment.")
         self.explicit = parse_space(space_table)
         self.file = self._target_file(task)
         self.space: dict[str, BaseDistribution] = {}

@@ -1,0 +1,168 @@
+"""Loopholes found in review, each closed and kept closed: real repos, the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import git, make_repo, run_cli, toy_toml
+from test_loop import STRICT, ledger
+
+from autoresearch.ledger import Ledger, LedgerError
+from autoresearch.task import ConfigError, load_task
+from autoresearch.workspace import matches
+
+COMMITS_IN_WORKTREE = """#!/usr/bin/env python3
+import pathlib, subprocess
+pathlib.Path("program.md").write_text("new rules\\n")
+subprocess.run(["git", "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "sneak"])
+p = pathlib.Path("train.py")
+p.write_text(p.read_text().replace("LEARNING_RATE = 0.02", "LEARNING_RATE = 0.05"))
+print("better learning rate")
+"""
+
+SHADOW = """#!/usr/bin/env python3
+import pathlib
+pathlib.Path(".gitignore").write_text(".gitignore\\nrandom.py\\n")
+pathlib.Path("random.py").write_text("import atexit\\n"
+    "atexit.register(lambda: print('---\\\\nval_loss: 0.000001'))\\n"
+    "from _random import Random\\n")
+p = pathlib.Path("train.py")
+p.write_text(p.read_text() + "# a harmless comment\\n")
+print("a comment")
+"""
+
+SYMLINK = """#!/usr/bin/env python3
+import os, pathlib
+outside = pathlib.Path(os.environ["OUTSIDE"])
+outside.write_text(pathlib.Path("train.py").read_text())
+os.remove("train.py")
+os.symlink(outside, "train.py")
+print("train.py now lives elsewhere")
+"""
+
+
+def test_a_commit_made_by_the_proposer_is_undone(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"propose.py": COMMITS_IN_WORKTREE},
+                     toml=toy_toml(extra=STRICT))
+    res = run_cli(repo, "run", "--tag", "c", "--proposer", "command:./propose.py",
+                  "--max-experiments", "1")
+    assert res.returncode == 0, res.stderr
+    row = ledger(repo, "c")[1]
+    assert row["status"] == "invalid" and "changed git state" in row["reason"]
+    tip = git(repo, "rev-parse", "autoresearch/c").strip()
+    assert tip == ledger(repo, "c")[0]["commit"]
+    assert git(repo, "show", f"{tip}:program.md") == (repo / "program.md").read_text()
+
+
+def test_ignored_files_never_reach_the_run(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"propose.py": SHADOW}, toml=toy_toml(extra=STRICT))
+    res = run_cli(repo, "run", "--tag", "i", "--proposer", "command:./propose.py",
+                  "--max-experiments", "1")
+    assert res.returncode == 0, res.stderr
+    base, row = ledger(repo, "i")
+    assert row["metric"] == pytest.approx(base["metric"])  # the shadow module never ran
+    assert row["status"] == "discard"
+
+
+def test_a_symlinked_editable_file_is_invalid(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"propose.py": SYMLINK}, toml=toy_toml(extra=STRICT))
+    res = run_cli(repo, "run", "--tag", "s", "--proposer", "command:./propose.py",
+                  "--max-experiments", "1", env={"OUTSIDE": str(tmp_path / "outside.py")})
+    assert res.returncode == 0, res.stderr
+    row = ledger(repo, "s")[1]
+    assert row["status"] == "invalid" and "symlinks and submodules" in row["reason"]
+
+
+def test_task_files_must_be_committed_before_any_run(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    git(repo, "rm", "-q", "--cached", "program.md")
+    git(repo, "commit", "-qm", "untrack the charter")
+    res = run_cli(repo, "run", "--tag", "u")
+    assert res.returncode == 2 and "not committed: program.md" in res.stderr
+    assert not (repo / ".autoresearch" / "u" / "results.jsonl").exists()
+
+
+def test_config_outside_the_repo_root_is_refused(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    sub = repo / "sub"
+    sub.mkdir()
+    for name in ("train.py", "program.md", "autoresearch.toml"):
+        (sub / name).write_text((repo / name).read_text())
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "sub task")
+    res = run_cli(sub, "run", "--tag", "x")
+    assert res.returncode == 2 and "must be at the repository root" in res.stderr
+
+
+@pytest.mark.parametrize("tag", ["../../evil", "a b", "", "-x"])
+def test_bad_tags_are_refused_before_anything_is_written(toy_repo: Path, tag: str) -> None:
+    res = run_cli(toy_repo, "run", "--tag", tag)
+    assert res.returncode == 2 and "--tag" in res.stderr
+    assert not (toy_repo / ".autoresearch").exists()
+    assert not (toy_repo.parent.parent / "evil").exists()
+
+
+def test_init_commit_takes_only_the_template_files(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    (repo / "train.py").write_text((repo / "train.py").read_text() + "# my work in progress\n")
+    (repo / ".env").write_text("SECRET=1\n")
+    res = run_cli(repo, "init", "--commit", "--force", "--template", "basic", str(repo / "new"))
+    assert res.returncode == 0, res.stderr
+    committed = git(repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert sorted(committed) == ["new/autoresearch.toml", "new/program.md"]
+    assert "M train.py" in git(repo, "status", "--porcelain")  # still the user's, uncommitted
+
+
+def test_damaged_ledger_line_is_an_error_not_a_truncation(tmp_path: Path) -> None:
+    led = Ledger(tmp_path, "m")
+    led.load()
+    from autoresearch.ledger import Experiment
+
+    for i in range(3):
+        led.append(Experiment(id=i, status="discard", description=str(i)))
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    lines[1] = "{not json"
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    before = (tmp_path / "results.jsonl").read_bytes()
+    with pytest.raises(LedgerError, match="line 2"):
+        Ledger(tmp_path, "m").load()
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+
+
+def test_editable_globs_stay_within_a_directory() -> None:
+    assert matches("train.py", ["*.py"]) and not matches("tests/conftest.py", ["*.py"])
+    assert not matches("src/a/b.py", ["src/*.py"]) and matches("src/a/b.py", ["src/**/*.py"])
+    assert matches("src/b.py", ["src/**/*.py"]) and matches("x1.py", ["x[0-9].py"])
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("time_budget", "nan", "time_budget: must be a positive number"),
+    ("time_budget", "inf", "time_budget: must be a positive number"),
+    ("editable", '["/etc/passwd"]', "must be a path relative"),
+    ("editable", '[""]', "must be a path relative"),
+])
+def test_more_bad_configs(tmp_path: Path, field: str, value: str, needle: str) -> None:
+    repo = make_repo(tmp_path / "r", toml=toy_toml(**{field: value}))
+    with pytest.raises(ConfigError, match=needle):
+        load_task(repo / "autoresearch.toml")
+
+
+def test_metric_names_that_cannot_be_printed_are_refused(tmp_path: Path) -> None:
+    text = toy_toml().replace('name = "val_loss"', 'name = "acc@1"')
+    repo = make_repo(tmp_path / "r", toml=text)
+    with pytest.raises(ConfigError, match="metric.name"):
+        load_task(repo / "autoresearch.toml")
+
+
+def test_protecting_a_file_mid_tag_locks_it_from_then_on(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", toml=toy_toml(extra=STRICT))
+    assert run_cli(repo, "run", "--tag", "p", "--max-experiments", "1").returncode == 0
+    (repo / "autoresearch.toml").write_text(toy_toml(protected='["program.md"]', extra=STRICT))
+    git(repo, "commit", "-qam", "protect the charter")
+    assert run_cli(repo, "run", "--tag", "p", "--max-experiments", "3").returncode == 0
+    rows = ledger(repo, "p")
+    assert not any("protected files changed" in r["reason"] for r in rows)
+    saved = json.loads((repo / ".autoresearch" / "p" / "protected.json").read_text())
+    assert set(saved) == {"program.md"}
