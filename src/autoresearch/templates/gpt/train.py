@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, make_dataloader
+from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, finish, make_dataloader
 
 # ---------------------------------------------------------------------------
 # Hyperparameters: edit these directly, no CLI flags.
@@ -557,24 +557,23 @@ def main() -> None:
             break
 
     print()
-    model.eval()
-    with autocast:
-        val_bpb = evaluate_bpb(train_model, tokenizer, rows)
     timed_steps = step - untimed_steps
     tok_per_sec = timed_steps * hp["total_batch_size"] / training_time
     mfu = 100 * flops_per_step * timed_steps / training_time / peak if peak else 0.0
     print(f"Throughput: {tok_per_sec:,.0f} tokens/s over {timed_steps} timed steps")
-
-    print("---")
-    print(f"val_bpb:          {val_bpb:.6f}")
-    print(f"training_seconds: {training_time:.1f}")
-    print(f"total_seconds:    {time.time() - t_start:.1f}")
-    print(f"peak_vram_mb:     {peak_memory_mb(device):.1f}")
-    print(f"mfu_percent:      {mfu:.2f}")
-    print(f"total_tokens_M:   {step * hp['total_batch_size'] / 1e6:.1f}")
-    print(f"num_steps:        {step}")
-    print(f"num_params_M:     {num_params / 1e6:.1f}")
-    print(f"depth:            {config.n_layer}")
+    stats = {
+        "training_seconds": training_time,
+        "total_seconds": time.time() - t_start,
+        "peak_vram_mb": peak_memory_mb(device),
+        "mfu_percent": mfu,
+        "total_tokens_M": step * hp["total_batch_size"] / 1e6,
+        "num_steps": step,
+        "num_params_M": num_params / 1e6,
+        "depth": config.n_layer,
+    }
+    # Hands the model to the harness's evaluate phase, or (run by hand) evaluates it and
+    # prints Karpathy's summary block.
+    finish(model, config, stats, tokenizer, rows, autocast)
 
 
 if __name__ == "__main__":
