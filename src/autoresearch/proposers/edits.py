@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from autoresearch.workspace import matches
+
 _SEARCH = re.compile(r"^\s*<{5,9} ?SEARCH\s*$")
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")
 _REPLACE = re.compile(r"^\s*>{5,9} ?REPLACE\s*$")
@@ -64,35 +66,12 @@ class Applied:
 # ---------------------------------------------------------------- paths
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    # Same meaning as pathlib's glob in task.py: `*` stays inside one folder, `**/` spans many.
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
 def is_editable(path: str, editable: Iterable[str]) -> bool:
     """True when ``path`` (relative, posix) falls under one of the editable globs."""
     p = PurePosixPath(path)
     if p.is_absolute() or ".." in p.parts or not p.parts:
         return False
-    norm = str(p)
-    return any(_glob_regex(str(PurePosixPath(g))).match(norm) for g in editable)
+    return matches(str(p), [str(PurePosixPath(g)) for g in editable])
 
 
 def _clean_path(line: str) -> str:
