@@ -108,11 +108,23 @@ def test_init_commit_takes_only_the_template_files(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r")
     (repo / "train.py").write_text((repo / "train.py").read_text() + "# my work in progress\n")
     (repo / ".env").write_text("SECRET=1\n")
-    res = run_cli(repo, "init", "--commit", "--force", "--template", "basic", str(repo / "new"))
+    head = git(repo, "rev-parse", "HEAD")
+    res = run_cli(repo, "init", "--commit", "--force", "--template", "basic")
     assert res.returncode == 0, res.stderr
     committed = git(repo, "show", "--name-only", "--format=", "HEAD").split()
-    assert sorted(committed) == ["new/autoresearch.toml", "new/program.md"]
-    assert "M train.py" in git(repo, "status", "--porcelain")  # still the user's, uncommitted
+    assert sorted(committed) == ["autoresearch.toml", "program.md"]
+    assert git(repo, "rev-parse", "HEAD^") == head
+    status = git(repo, "status", "--porcelain")
+    assert " M train.py" in status and "?? .env" in status  # still the user's, uncommitted
+
+
+def test_init_below_a_repo_root_makes_a_repo_of_its_own(toy_repo: Path) -> None:
+    head = git(toy_repo, "rev-parse", "HEAD")
+    res = run_cli(toy_repo, "init", "--template", "basic", "sub/task")
+    assert res.returncode == 0, res.stderr
+    sub = toy_repo / "sub" / "task"
+    assert git(sub, "rev-parse", "--show-toplevel").strip() == str(sub.resolve())
+    assert git(toy_repo, "rev-parse", "HEAD") == head
 
 
 def test_damaged_ledger_line_is_an_error_not_a_truncation(tmp_path: Path) -> None:

@@ -56,7 +56,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         target = dest / (("." + rel.name) if rel.name == "gitignore" else rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, target)
-    fresh = not git("rev-parse", "--show-toplevel", cwd=dest, check=False).strip()
+    # A task needs its own repository root (paths resolve there, and the worktree is a
+    # checkout of it). Below another repository's root, DIR becomes a repository of its own.
+    top = git("rev-parse", "--show-toplevel", cwd=dest, check=False).strip()
+    fresh = not top or Path(top).resolve() != dest
     if fresh:
         git("init", "-q", cwd=dest)
     if fresh or args.commit:  # only the files written here, never the user's other work
