@@ -39,3 +39,21 @@ def test_holdout_is_reported_beside_val() -> None:
     assert (s.baseline_holdout, s.best_holdout) == (1.2, 1.15)
     d = progress_data(rows, MetricSpec("m", "minimize"))
     assert list(zip(d.holdout_x, d.holdout_y)) == [(0, 1.2), (5, 1.15)]
+
+
+def test_log_mode_shows_a_heartbeat_during_long_runs() -> None:
+    import io
+
+    from rich.console import Console
+
+    from autoresearch.display import Display
+
+    out = io.StringIO()
+    display = Display(MetricSpec("m", "minimize"), budget=100, console=Console(file=out))
+    assert not display.live_mode  # not a terminal: plain lines
+    display.start(3, "raise the learning rate")
+    for t in (0.0, 10.0, 21.0, 22.0, 45.0):
+        display.tick(t)
+    lines = out.getvalue().splitlines()
+    assert lines == ["[exp 3] running: raise the learning rate", "  ... 21s of 100s",
+                     "  ... 45s of 100s"]

@@ -37,6 +37,7 @@ class Display:
         self._live: Live | None = None
         self._task_id: TaskID | None = None
         self._last_tick = 0.0
+        self._next_beat = 0.0
 
     def seed(self, history: list[Experiment]) -> None:
         for exp in history:
@@ -64,6 +65,7 @@ class Display:
         desc = description if len(description) < 60 else description[:57] + "..."
         if not self.live_mode:
             self.message(escape(f"[exp {exp_id}] running: {desc}"))
+            self._next_beat = 0.0
             return
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[clock]}"),
@@ -76,6 +78,13 @@ class Display:
         self._progress.console.print(self.headline(), style="bold", highlight=False)
 
     def tick(self, elapsed: float) -> None:
+        if not self.live_mode:  # a log file: a heartbeat line now and then, not a bar
+            every = max(15.0, self.budget / 5)
+            if elapsed >= self._next_beat:
+                if self._next_beat > 0:
+                    self.message(f"  ... {elapsed:.0f}s of {self.budget:.0f}s")
+                self._next_beat = (elapsed // every + 1) * every
+            return
         if self._progress is None or self._task_id is None:
             return
         now = time.monotonic()
