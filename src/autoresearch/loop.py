@@ -1,12 +1,9 @@
 """The experiment loop: propose, enforce scope, run, decide, record, repeat.
 
-Crash safety. Before anything irreversible the loop writes ``pending.json``
-(experiment id, parent, tree, process group). Each experiment then finishes in
-this order: commit object -> ledger row (fsync) -> refs -> pending cleared. A
-harness killed at any point is repaired on the next start (`_recover`): an
-orphaned process group is killed, a row without its refs gets them, a run
-without a row is recorded as `interrupted`, and the branch is put back on the
-last kept commit. Nothing is lost and nothing is counted twice.
+Each experiment finishes in the order commit object -> ledger row (fsync) ->
+refs -> pending.json removed, so `autoresearch.resume` can repair a harness
+killed at any point. Outcomes (crash, timeout, invalid...) are ledger rows, never
+exceptions; exceptions are for misconfiguration (ConfigError, ProposerError).
 """
 
 from __future__ import annotations
@@ -34,7 +31,8 @@ from autoresearch.measure import (
     score_holdout,
 )
 from autoresearch.proposers.base import Context, Proposal, Proposer
-from autoresearch.runner import kill_marked, log_tail, run_command, sweep_orphans
+from autoresearch.resume import protected_hashes, recover
+from autoresearch.runner import log_tail, run_command
 from autoresearch.simplicity import lines_delta
 from autoresearch.task import TaskSpec
 from autoresearch.workspace import Workspace, matches
@@ -113,45 +111,10 @@ class Loop:
         os.replace(tmp, self._pending_path)
 
     def _recover(self) -> None:
-        self.ws.ignore_state_dir()
-        if not self.ws.branch_exists():
-            self.ws.create_branch()
-        self.ledger.load()
-        pending = json.loads(self._pending_path.read_text() or "{}") \
-            if self._pending_path.exists() else None
-        if pending and pending.get("pgid"):
-            sweep_orphans(int(pending["pgid"]), self.ws.state)
-        kill_marked(f"AUTORESEARCH_STATE={self.ws.state}")  # e.g. a proposer mid-edit
-        if pending is not None:
-            row = self.ledger.by_id(pending.get("id", -1))
-            if row is None and pending.get("tree"):
-                row = Experiment(id=pending["id"], status="interrupted", parent=pending["parent"],
-                                 description=pending.get("description", ""),
-                                 started=pending.get("started", 0.0),
-                                 reason="the harness stopped during this experiment; "
-                                        "its result was never read")
-                row = replace(row, commit=self.ws.commit_experiment(
-                    pending["tree"], row, self.task.metric.name))
-                self.ledger.append(row)
-            if row is not None and row.status not in ("keep", "remeasure") and row.commit:
-                self.ws.preserve(row.commit, row.id)
-            self._pending_path.unlink()
-        kept = self.ledger.kept()
-        if kept and self.ws.branch_tip() != kept[-1].commit:
-            self.ws.set_branch(kept[-1].commit)
-        self._tip = self.ws.branch_tip()
+        self._tip = recover(self.ws, self.ledger, self._pending_path, self.task.metric.name)
         for e in self.ledger.experiments:
             self._remember_tree(e)
-        self.ws.open_worktree()
-        # Protected files are hashed once, when the tag starts, and checked before every run.
-        hashes_file = self.ws.state / "protected.json"
-        if not hashes_file.exists():
-            hashes_file.write_text(json.dumps(self.ws.hashes(self.task.protected), indent=1))
-        self._protected_hashes: dict[str, str] = json.loads(hashes_file.read_text())
-        added = [n for n in self.task.protected if n not in self._protected_hashes]
-        if added:  # protected since the tag started: locked from now on, at the incumbent's
-            self._protected_hashes.update(self.ws.hashes(tuple(added)))
-            hashes_file.write_text(json.dumps(self._protected_hashes, indent=1))
+        self._protected_hashes = protected_hashes(self.ws, self.task.protected)
         self._proposer_wire = Tripwire.for_proposer(self.ws.git_dir, self.ws.state, self.ws.tag)
         self._guards = make_guards(self.task, self.ws, self.display.message)
         if self.ledger.kept():

@@ -1,0 +1,69 @@
+"""Picking a tag up where the last harness left it, whatever killed that harness.
+
+The loop finishes every experiment in one order: commit object -> ledger row
+(fsync) -> refs -> `pending.json` removed. So a harness killed at any point
+leaves one of these states, each repaired here before anything new starts:
+
+- processes still running for the tag (an experiment's group, a proposer):
+  killed, found by the group id in pending.json and by the AUTORESEARCH_STATE
+  marker every child of the harness inherits;
+- a run that never got its row: recorded as `interrupted`, its diff committed
+  and preserved like any discarded experiment;
+- a row whose refs never moved: the refs are moved now;
+- a run branch that is not on the last kept commit: put back there.
+
+Nothing is lost (the interrupted diff is kept) and nothing is counted twice
+(the row id comes from pending.json, and a row that exists is never redone).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from autoresearch.ledger import Experiment, Ledger
+from autoresearch.runner import kill_marked, sweep_orphans
+from autoresearch.workspace import Workspace
+
+
+def recover(ws: Workspace, ledger: Ledger, pending_path: Path, metric_name: str) -> str:
+    """Repair the tag's state after any stop; return the run branch's commit."""
+    ws.ignore_state_dir()
+    if not ws.branch_exists():
+        ws.create_branch()
+    ledger.load()
+    pending = json.loads(pending_path.read_text() or "{}") if pending_path.exists() else None
+    if pending and pending.get("pgid"):
+        sweep_orphans(int(pending["pgid"]), ws.state)
+    kill_marked(f"AUTORESEARCH_STATE={ws.state}")  # e.g. a proposer mid-edit
+    if pending is not None:
+        row = ledger.by_id(pending.get("id", -1))
+        if row is None and pending.get("tree"):
+            row = Experiment(id=pending["id"], status="interrupted", parent=pending["parent"],
+                             description=pending.get("description", ""),
+                             started=pending.get("started", 0.0),
+                             reason="the harness stopped during this experiment; "
+                                    "its result was never read")
+            row = replace(row, commit=ws.commit_experiment(pending["tree"], row, metric_name))
+            ledger.append(row)
+        if row is not None and row.status not in ("keep", "remeasure") and row.commit:
+            ws.preserve(row.commit, row.id)
+        pending_path.unlink()
+    kept = ledger.kept()
+    if kept and ws.branch_tip() != kept[-1].commit:
+        ws.set_branch(kept[-1].commit)
+    ws.open_worktree()
+    return ws.branch_tip()
+
+
+def protected_hashes(ws: Workspace, names: tuple[str, ...]) -> dict[str, str]:
+    """SHA-256 of the protected files, recorded when the tag starts and checked before every
+    run. A file protected later is locked from then on, at the incumbent's content."""
+    path = ws.state / "protected.json"
+    saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    added = [n for n in names if n not in saved]
+    if added or not path.exists():
+        saved.update(ws.hashes(tuple(added)))
+        path.write_text(json.dumps(saved, indent=1))
+    return saved
