@@ -126,6 +126,7 @@ def plot_progress(data: ProgressData, metric: MetricSpec, out: Path, title: str)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(12, 6), dpi=120)
     dx = [x for x, k in zip(data.x, data.kept) if not k]
@@ -145,15 +146,18 @@ def plot_progress(data: ProgressData, metric: MetricSpec, out: Path, title: str)
                         fontsize=7, color="#1b5e20", rotation=20)
     if data.best_y:
         # Zoom on the running best; crashes and bad runs far away would flatten the progress.
-        lo, hi = min(data.best_y), max(data.best_y)
+        lo = min(data.best_y + data.holdout_y)
+        hi = max(data.best_y + data.holdout_y)
         pad = (hi - lo) * 0.5 or abs(hi) * 0.05 or 1.0
         worse = 3 * pad  # leave room on the worse side for the discarded cloud
         if metric.direction == "minimize":
             ax.set_ylim(lo - pad, hi + worse)
         else:
             ax.set_ylim(lo - worse, hi + pad)
-    n, k = len(data.x), sum(data.kept)
-    ax.set_title(f"{title}: {n} experiments, {k} kept")
+    # The first point is the baseline: count experiments after it, as `status` does.
+    n, k = max(0, len(data.x) - 1), max(0, sum(data.kept) - 1)
+    ax.set_title(f"{title}: baseline + {n} experiments, {k} kept")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("experiment")
     ax.set_ylabel(f"{metric.name} ({'lower' if metric.direction == 'minimize' else 'higher'} "
                   "is better)")
