@@ -180,3 +180,11 @@ def test_status_and_report(toy_repo: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = run_cli(toy_repo, "status", "--tag", "nope")
     assert missing.returncode == 2 and "no ledger for tag 'nope'" in missing.stderr
+
+
+def test_huge_output_is_read_from_its_tail(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", toml=toy_toml(
+        run='"yes noise | head -c 6000000; echo; python train.py"'))
+    res = run_cli(repo, "run", "--tag", "big", "--max-experiments", "0")
+    assert res.returncode == 0, res.stderr
+    assert ledger(repo, "big")[0]["metric"] is not None

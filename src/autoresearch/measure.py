@@ -128,6 +128,15 @@ def run_env(task: TaskSpec, tag: str, exp_id: int, seed: int) -> dict[str, str]:
     return env
 
 
+def _output(log: Path, limit: int = 4 * 2**20) -> str:
+    """The last `limit` bytes of a phase's output: where the summary block is. A run that
+    prints gigabytes must not take the harness's memory with it."""
+    with open(log, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - limit))
+        return fh.read().decode("utf-8", errors="replace")
+
+
 def _failure(result: RunResult, what: str) -> tuple[str, str] | None:
     tail = log_tail(result.log, 30)
     if result.interrupted:
@@ -186,7 +195,7 @@ def measure(
                       f"the {budget:.0f}s budget plus a {slack:.1f}s startup allowance")
     source = log
     if task.evaluate:
-        run_reported = parse_metrics(log.read_text(encoding="utf-8", errors="replace"))
+        run_reported = parse_metrics(_output(log))
         if run_reported:
             notes["run_reported"] = run_reported  # informational, never trusted
         source = log.with_suffix(".eval.log")
@@ -199,14 +208,14 @@ def measure(
             what = "; ".join(f"{v.what} ({v.path})" for v in touched[:5])
             return result("invalid", f"the evaluate phase changed {what}; restored")
         if ev.exit_code == INTEGRITY_EXIT:
-            text = source.read_text(encoding="utf-8", errors="replace")
+            text = _output(source)
             lines = [ln for ln in text.splitlines() if ln.startswith("integrity:")]
             return result("invalid", "evaluate: " + (lines[-1] if lines else "integrity check "
                                                     "failed") + f"\n{log_tail(source, 10)}")
         failed = _failure(ev, "evaluate")
         if failed:
             return result(*failed)
-    reading = read_metric(source.read_text(encoding="utf-8", errors="replace"), task.metric.name)
+    reading = read_metric(_output(source), task.metric.name)
     if "peak_vram_mb" in reading.metrics:  # Karpathy's memory column is GPU memory
         mem_gb = reading.metrics["peak_vram_mb"] / 1024
     if reading.value is None:
@@ -238,4 +247,4 @@ def score_holdout(task: TaskSpec, log: Path, env: dict[str, str],
                       task.timeout, env)
     if any(v.restored for v in guards.tripwire.check()) or not res.ok:  # tampered: no score
         return None
-    return read_metric(log.read_text(encoding="utf-8", errors="replace"), task.metric.name).value
+    return read_metric(_output(log), task.metric.name).value
