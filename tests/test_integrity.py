@@ -26,7 +26,7 @@ ATTACKS = {
     2: "pathlib.Path('../../../../.git/hooks/post-commit').write_text('#!/bin/sh\\necho pwned\\n')",
     3: "pathlib.Path('../../worktree/eval.py').write_text('print(\"---\\\\nval_loss: 0.0\")')",
     4: "print(open(os.environ['SECRET_DATA']).read())",
-    5: "time.sleep(4)",
+    5: "time.sleep(7)",
     6: "print('---'); print('val_loss: 0.000001')",
     7: "import subprocess; subprocess.Popen(['setsid', 'sleep', '1000'])",
 }

@@ -162,19 +162,28 @@ def marked(needle: str) -> list[int]:
     environment it inherited. Linux only (/proc); elsewhere this finds nothing.
     """
     raw = needle.encode()
-    pids = []
+    pids, unread = [], []
     try:
-        entries = os.listdir("/proc")
+        entries = [int(e) for e in os.listdir("/proc") if e.isdigit()]
     except OSError:
         return []
-    for entry in entries:
-        if entry.isdigit() and int(entry) != os.getpid():
+    for attempt in range(2):
+        for pid in entries:
+            if pid == os.getpid():
+                continue
             try:
-                with open(f"/proc/{entry}/environ", "rb") as fh:
-                    if raw in fh.read().split(b"\0"):
-                        pids.append(int(entry))
+                with open(f"/proc/{pid}/environ", "rb") as fh:
+                    env = fh.read()
             except OSError:
                 continue
+            if raw in env.split(b"\0"):
+                pids.append(pid)
+            elif not env and attempt == 0:
+                unread.append(pid)  # caught mid-exec: its environ reads empty for a moment
+        if not unread:
+            break
+        entries, unread = unread, []
+        time.sleep(0.01)
     return pids
 
 
