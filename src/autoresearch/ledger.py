@@ -125,6 +125,8 @@ class Ledger:
 
     def append(self, experiment: Experiment) -> None:
         """Durably record one experiment: the jsonl first (fsync), then the tsv view."""
+        if experiment.status not in STATUSES:  # a bug, not an outcome: fail loudly
+            raise ValueError(f"unknown ledger status {experiment.status!r}")
         line = (json.dumps(experiment.to_json(), sort_keys=True) + "\n").encode()
         with open(self.jsonl, "ab") as fh:
             if fh.tell() != self._valid_bytes:
