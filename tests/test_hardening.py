@@ -50,7 +50,7 @@ def test_a_commit_made_by_the_proposer_is_undone(tmp_path: Path) -> None:
                   "--max-experiments", "1")
     assert res.returncode == 0, res.stderr
     row = ledger(repo, "c")[1]
-    assert row["status"] == "invalid" and "changed git state" in row["reason"]
+    assert row["status"] == "invalid" and "the proposer changed the run branch" in row["reason"]
     tip = git(repo, "rev-parse", "autoresearch/c").strip()
     assert tip == ledger(repo, "c")[0]["commit"]
     assert git(repo, "show", f"{tip}:program.md") == (repo / "program.md").read_text()
@@ -178,3 +178,71 @@ def test_protecting_a_file_mid_tag_locks_it_from_then_on(tmp_path: Path) -> None
     assert not any("protected files changed" in r["reason"] for r in rows)
     saved = json.loads((repo / ".autoresearch" / "p" / "protected.json").read_text())
     assert set(saved) == {"program.md"}
+
+
+def test_tripwire_never_reverts_the_users_own_git_actions(toy_repo: Path) -> None:
+    from autoresearch.integrity import Tripwire
+    from autoresearch.workspace import Workspace
+
+    ws = Workspace(toy_repo, "w")
+    ws.create_branch()
+    ws.open_worktree()
+    other = toy_repo.parent / "other"
+    git(toy_repo, "worktree", "add", "-q", "-b", "mine", str(other))
+    wire = Tripwire.for_proposer(ws.admin_dir(), ws.state, ws.branch_file, ws.git_dir)
+    wire.arm()
+    (other / "notes.txt").write_text("my work\n")
+    git(other, "add", "notes.txt")
+    git(other, "commit", "-qm", "the user's own commit")
+    git(toy_repo, "config", "user.email", "new@example.com")
+    mine = git(toy_repo, "rev-parse", "mine").strip()
+    found = wire.check()
+    assert git(toy_repo, "rev-parse", "mine").strip() == mine  # not reverted
+    assert git(toy_repo, "config", "user.email").strip() == "new@example.com"
+    assert not any(v.restored for v in found)
+    assert not any(v.ours and "refs" in v.what for v in found)
+
+
+def test_symlink_with_a_quoted_name_is_still_caught(toy_repo: Path) -> None:
+    from autoresearch.workspace import Workspace
+
+    ws = Workspace(toy_repo, "q")
+    tip = ws.create_branch()
+    ws.open_worktree()
+    (ws.worktree / 'li\u00e9 "q".py').symlink_to("/etc/passwd")
+    staged = ws.stage(tip)
+    assert staged.special == ['li\u00e9 "q".py']
+
+
+def test_tracked_check_uses_git_not_the_filesystem(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"src/pkg/a.py": "A = 1\n",
+                                             "noop.sh": "#!/bin/sh\necho nothing\n"},
+                     toml=toy_toml(editable='["src/**"]'))
+    res = run_cli(repo, "run", "--tag", "g", "--proposer", "command:./noop.sh",
+                  "--max-experiments", "0")
+    assert res.returncode == 0, res.stderr  # 'src' itself is a directory, not a missing file
+
+
+def test_resume_gives_every_rejected_row_its_ref(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"propose.py": COMMITS_IN_WORKTREE},
+                     toml=toy_toml(extra=STRICT))
+    assert run_cli(repo, "run", "--tag", "z", "--proposer", "command:./propose.py",
+                   "--max-experiments", "1").returncode == 0
+    git(repo, "update-ref", "-d", "refs/autoresearch/z/discarded/1")  # as if killed before it
+    assert run_cli(repo, "run", "--tag", "z", "--max-experiments", "1").returncode == 0
+    row = ledger(repo, "z")[1]
+    assert git(repo, "rev-parse", "refs/autoresearch/z/discarded/1").strip() == row["commit"]
+
+
+def test_allowance_uses_the_budget_the_baseline_ran_with(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from autoresearch.ledger import Experiment
+    from autoresearch.measure import allowance
+
+    repo = make_repo(tmp_path / "r", toml=toy_toml(time_budget="300", timeout="900"))
+    task = load_task(repo / "autoresearch.toml")
+    base = Experiment(id=0, status="keep", description="baseline", run_seconds=370,
+                      evidence={"time_budget": 300})
+    assert allowance(task, base) == 0.1 * 300 + 2 * 70
+    assert allowance(replace(task, time_budget=600), base) == 0.1 * 600 + 2 * 70

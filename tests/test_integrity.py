@@ -72,7 +72,7 @@ def test_attacks_end_invalid_and_are_undone(tmp_path: Path) -> None:
     assert "run_reported" in base["evidence"]  # the run's own summary is recorded, not trusted
     expect = {
         1: "the run changed the ledger",
-        2: "the run changed git hooks",
+        2: "the run changed your repository's git hooks or config",
         3: "the run changed the experiment's committed files",
         4: "the run touched evaluation-only data: read",
         5: "over budget",
@@ -88,8 +88,10 @@ def test_attacks_end_invalid_and_are_undone(tmp_path: Path) -> None:
     assert fake["metrics"]["val_loss"] == pytest.approx(base["metric"])  # the trusted number
     assert all(r["status"] != "keep" for i, r in rows.items() if i > 0)
     assert processes_under(repo) == []
-    # Everything the attacks touched was put back.
-    assert sorted(p.name for p in (repo / ".git" / "hooks").iterdir()) == hooks_before
+    # What the harness owns was put back; the user's hooks are reported, never rewritten.
+    planted = repo / ".git" / "hooks" / "post-commit"
+    assert "post-commit" not in hooks_before and planted.exists()
+    assert f"{planted}, not restored" in rows[2]["reason"]
     assert [json.loads(line)["id"] for line in
             (repo / ".autoresearch" / "a" / "results.jsonl").read_text().splitlines()] == \
         list(range(len(ATTACKS) + 1))

@@ -110,10 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{CONFIG_NAME} must be at the repository root ({ws.root}), where "
                           f"its paths are resolved; it is in {task.root}.")
     ws.assert_clean()
-    editable = [p.relative_to(task.root).as_posix() for pat in task.editable
-                for p in task.root.glob(pat)]
     ws.assert_tracked([_config_path(args).relative_to(task.root).as_posix(), task.program,
-                       *task.protected, *editable])
+                       *task.protected], task.editable)
     proposer = make_proposer(args.proposer, task, {
         "provider": args.provider, "model": args.model, "base_url": args.base_url,
         "agent": args.agent})

@@ -52,62 +52,79 @@ def _files_under(path: Path) -> list[Path]:
 class Violation:
     what: str  # a short human description, e.g. "the ledger (results.jsonl)"
     path: str
-    restored: bool
+    ours: bool  # the change counts against the experiment
+    restored: bool = False  # put back from the snapshot (small files only)
 
 
-def _harness_files(git_dir: Path, state_dir: Path) -> list[tuple[str, list[Path], bool]]:
-    return [
-        ("the ledger", [state_dir / "results.jsonl", state_dir / "results.tsv",
-                        state_dir / "protected.json"], True),
-        ("git hooks", [git_dir / "hooks"], True),  # a hook would run at our next git call
-        ("git config", [git_dir / "config"], True),  # core.fsmonitor runs a command too
-    ]
+SMALL = 1 << 20  # files up to this size are snapshotted whole (and can be put back)
+
+
+@dataclass(frozen=True)
+class Watch:
+    what: str  # how a reason names it, e.g. "the ledger"
+    roots: list[Path]  # files or directories
+    counts: bool = True  # a change makes the experiment invalid
+    restore: bool = True  # put back from the snapshot (only what the harness owns)
+
+
+def _ledger(state_dir: Path) -> Watch:
+    return Watch("the ledger", [state_dir / "results.jsonl", state_dir / "results.tsv",
+                                state_dir / "protected.json"])
+
+
+def _users(git_dir: Path) -> list[Watch]:
+    # The user may change these during a night (commit, switch branch, git config, install a
+    # hook, gc), so they are never put back: that could undo the user's own work. A changed
+    # hook or config still counts against the experiment, and the reason names the file so
+    # it can be inspected; our own git calls run with hooks and fsmonitor off regardless.
+    return [Watch("your repository's git hooks or config", [git_dir / "hooks",
+                                                            git_dir / "config"], True, False),
+            Watch("your repository's refs", [git_dir / "HEAD", git_dir / "packed-refs",
+                                             git_dir / "refs" / "heads"], False, False)]
 
 
 class Tripwire:
-    """Byte snapshots of small trusted files; `check()` restores and reports changes."""
+    """Snapshots of the files the harness trusts; `check()` restores and reports changes.
 
-    def __init__(self, groups: list[tuple[str, list[Path], bool]]):
-        """Groups of (description, files or directories, restore on change?). Files the
-        user may legitimately change meanwhile (their branches, packed-refs) are only
-        reported: putting them back could undo the user's own work."""
+    Small files are kept whole and can be put back; larger ones (data shards) are stamped
+    by size and mtime, so a change is reported but cannot be undone here.
+    """
+
+    def __init__(self, groups: list[Watch]):
         self.groups = groups
-        self._snap: dict[Path, bytes] = {}
+        self._snap: dict[Path, bytes | tuple[int, int]] = {}
 
     @classmethod
-    def for_runs(cls, git_dir: Path, state_dir: Path, tag: str,
-                 committed: list[Path]) -> Tripwire:
-        """What an experiment phase must leave alone. Only this tag's branch: another tag's
-        harness may move its own meanwhile. The worktree's index is watched because the
-        evaluate phase is exported from it."""
+    def for_runs(cls, admin: Path, state_dir: Path, ref: Path, committed: list[Path],
+                 readonly: list[Path], git_dir: Path) -> Tripwire:
+        """What an experiment phase must leave alone. `admin` is our worktree's own git
+        directory (its HEAD and index: the evaluate phase is exported from that index);
+        `ref` is this tag's branch file; `readonly` the data the task reads but never
+        writes (tokenizer, shards)."""
         return cls([
-            *_harness_files(git_dir, state_dir),
-            ("git refs", [git_dir / "refs" / "heads" / "autoresearch" / tag,
-                          *sorted(git_dir.glob("worktrees/*/HEAD"))], True),
-            ("the git index", sorted(git_dir.glob("worktrees/*/index")), True),
-            ("the experiment's committed files", committed, True),
-            ("your repository's refs", [git_dir / "HEAD", git_dir / "packed-refs"], False),
+            _ledger(state_dir),
+            Watch("the run branch", [ref, admin / "HEAD"]),
+            Watch("the git index", [admin / "index"]),
+            Watch("the experiment's committed files", committed),
+            Watch("read-only data", readonly),
+            *_users(git_dir),
         ])
 
     @classmethod
-    def for_proposer(cls, git_dir: Path, state_dir: Path, tag: str) -> Tripwire:
+    def for_proposer(cls, admin: Path, state_dir: Path, ref: Path, git_dir: Path) -> Tripwire:
         """What a proposer must leave alone: it edits files, it never touches git."""
-        ours = [git_dir / "refs" / "heads" / "autoresearch" / tag,
-                *git_dir.glob("worktrees/*/HEAD")]
-        return cls([
-            *_harness_files(git_dir, state_dir),
-            ("git refs", ours, True),
-            ("your repository's refs", [git_dir / "HEAD", git_dir / "packed-refs",
-                                        git_dir / "refs" / "heads"], False),
-        ])
+        return cls([_ledger(state_dir), Watch("the run branch", [ref, admin / "HEAD"]),
+                     *_users(git_dir)])
 
-    def _scan(self) -> dict[Path, bytes]:
-        out: dict[Path, bytes] = {}
-        for _, roots, _restore in self.groups:
-            for root in roots:
+    def _scan(self) -> dict[Path, bytes | tuple[int, int]]:
+        out: dict[Path, bytes | tuple[int, int]] = {}
+        for watch in self.groups:
+            for root in watch.roots:
                 for f in _files_under(root):
                     try:
-                        out[f] = f.read_bytes()
+                        st = f.stat()
+                        out[f] = f.read_bytes() if st.st_size <= SMALL else \
+                            (st.st_size, st.st_mtime_ns)
                     except OSError:
                         continue
         return out
@@ -122,18 +139,44 @@ class Tripwire:
         changed = [p for p in set(now) | set(self._snap) if now.get(p) != self._snap.get(p)]
         found = []
         for path in sorted(changed):
-            what, restore = next(((w, r) for w, roots, r in self.groups
-                                  if any(path == p or p in path.parents for p in roots)),
-                                 ("a file", False))
-            found.append(Violation(what, str(path), restore))
-            if not restore:
-                continue
-            if path in self._snap:
+            watch = next((w for w in self.groups
+                          if any(path == p or p in path.parents for p in w.roots)),
+                         Watch("a file", [], False, False))
+            what, restore = watch.what, watch.restore
+            before = self._snap.get(path)
+            if what == "the run branch" and before is not None and path not in now \
+                    and _packed(path, before):
+                continue  # `git pack-refs` moved the ref into packed-refs, unchanged
+            undone = False
+            if restore and isinstance(before, bytes):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(self._snap[path])
-            else:
+                path.write_bytes(before)
+                undone = True
+            elif restore and before is None:
                 path.unlink(missing_ok=True)
+                undone = True
+            found.append(Violation(what, str(path), watch.counts, undone))
         return found
+
+
+def describe(violations: list[Violation]) -> str:
+    """'the ledger (path); read-only data (path, cannot be restored)' for a ledger reason."""
+    return "; ".join(f"{v.what} ({v.path}{'' if v.restored else ', not restored'})"
+                     for v in violations[:5])
+
+
+def _packed(ref_file: Path, content: bytes | tuple[int, int]) -> bool:
+    """Whether packed-refs now holds this loose ref's old value (a gc, not a change)."""
+    parts = ref_file.parts
+    if "refs" not in parts or not isinstance(content, bytes):
+        return False
+    i = len(parts) - 1 - parts[::-1].index("refs")
+    name = "/".join(parts[i:])
+    packed = Path(*parts[:i]) / "packed-refs"
+    try:
+        return f"{content.decode().strip()} {name}" in packed.read_text().splitlines()
+    except OSError:
+        return False
 
 
 class Canaries:

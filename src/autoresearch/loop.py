@@ -20,7 +20,7 @@ from typing import Any
 
 from autoresearch.decide import Candidate, Incumbent, Policy, Verdict
 from autoresearch.display import Display
-from autoresearch.integrity import Tripwire
+from autoresearch.integrity import Tripwire, describe
 from autoresearch.ledger import FAILURES, Experiment, Ledger
 from autoresearch.measure import (
     Measurement,
@@ -115,7 +115,8 @@ class Loop:
         for e in self.ledger.experiments:
             self._remember_tree(e)
         self._protected_hashes = protected_hashes(self.ws, self.task.protected)
-        self._proposer_wire = Tripwire.for_proposer(self.ws.git_dir, self.ws.state, self.ws.tag)
+        self._proposer_wire = Tripwire.for_proposer(self.ws.admin_dir(), self.ws.state,
+                                                   self.ws.branch_file, self.ws.git_dir)
         self._guards = make_guards(self.task, self.ws, self.display.message)
         if self.ledger.kept():
             self._guards.allowance = allowance(self.task, self.ledger.kept()[0])
@@ -199,7 +200,8 @@ class Loop:
                          metrics=m.metrics, holdout=self._holdout(exp_id) if ok else None,
                          reason=reason, parent=parent, memory_gb=m.memory_gb, started=started,
                          run_seconds=m.seconds, exit_code=m.exit_code, proposer="baseline",
-                         evidence={**m.notes, "samples": samples}, diff={"tree": tree},
+                         evidence={**m.notes, "samples": samples,
+                                   "time_budget": self.task.time_budget}, diff={"tree": tree},
                          log=m.log)
         self._finish(exp, tree)
         if ok:
@@ -251,7 +253,7 @@ class Loop:
         self._feedback = None
         # Restores our branch, the worktree's HEAD, hooks, config and the ledger. A change
         # to the user's own refs is not held against the proposal: the user may have made it.
-        meddled = [v for v in self._proposer_wire.check() if v.restored]
+        meddled = [v for v in self._proposer_wire.check() if v.ours]
         if meddled:
             self.ws.restore(parent)  # a commit or checkout made in the worktree is undone
         if self._stop_requested:  # Ctrl-C while proposing: nothing ran, nothing to record
@@ -268,8 +270,7 @@ class Loop:
                                 "deletions": stat.deletions, "tree": staged.tree})
         problem = self._scope_problem(proposal, staged.paths)
         if meddled:
-            problem = "the proposer changed git state or harness files (restored): " + \
-                ", ".join(sorted({f"{v.what} ({v.path})" for v in meddled})[:4])
+            problem = f"the proposer changed {describe(meddled)}"
         elif staged.special:
             problem = "symlinks and submodules are not allowed: " + ", ".join(staged.special)
         if problem:
@@ -336,10 +337,10 @@ class Loop:
             self._guards.tripwire.arm()
             res = run_command(check, self.ws.export(self.ws.state / "scratch" / "check"), log,
                               self.task.timeout, env, should_stop=lambda: self._stop_requested)
-            touched = [v for v in self._guards.tripwire.check() if v.restored]
+            touched = [v for v in self._guards.tripwire.check() if v.ours]
             if touched:
-                return Verdict("invalid", f"check `{check}` changed {touched[0].what} "
-                               f"({touched[0].path}); restored", verdict.evidence)
+                return Verdict("invalid", f"check `{check}` changed {describe(touched)}",
+                               verdict.evidence)
             if not res.ok:
                 why = "timed out" if res.timed_out else f"exited {res.exit_code}"
                 return Verdict("checks_failed", f"check `{check}` {why} (would have been kept: "

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoresearch.integrity import Canaries, Tripwire, expand, network_prefix
+from autoresearch.integrity import Canaries, Tripwire, describe, expand, network_prefix
 from autoresearch.ledger import Experiment
 from autoresearch.metrics import parse_metrics, read_metric
 from autoresearch.runner import RunResult, log_tail, run_command
@@ -85,10 +85,11 @@ def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None]) -> Gu
     committed = [p for pat in task.editable for p in wt.glob(pat)]
     committed += [wt / name for name in task.protected]
     eval_only = [expand(p) for p in task.eval_only]
-    missing = [str(p) for p in eval_only if not p.exists()]
+    readonly = [expand(p) for p in task.readonly]
+    missing = [str(p) for p in eval_only + readonly if not p.exists()]
     if missing:
-        raise ConfigError(f"eval_only: {', '.join(missing)} does not exist. Prepare the "
-                          "data first (e.g. `python prepare.py`), or fix the path.")
+        raise ConfigError(f"eval_only/readonly: {', '.join(missing)} does not exist. Prepare "
+                          "the data first (e.g. `python prepare.py`), or fix the path.")
     canaries = Canaries(eval_only)
     if canaries.files and not Canaries.supported(canaries.files[0].parent):
         say("note: this filesystem does not record reads (noatime), so reads of eval_only "
@@ -101,8 +102,9 @@ def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None]) -> Gu
             raise ConfigError("network = false: cannot cut the network here (`unshare --net` "
                               "is unavailable; it needs Linux with user namespaces). Remove "
                               "the key to run with network access.")
-    return Guards(Tripwire.for_runs(ws.git_dir, ws.state, ws.tag, committed), canaries,
-                  ws.state / "scratch", ws.export, prefix)
+    wire = Tripwire.for_runs(ws.admin_dir(), ws.state, ws.branch_file, committed, readonly,
+                             ws.git_dir)
+    return Guards(wire, canaries, ws.state / "scratch", ws.export, prefix)
 
 
 def allowance(task: TaskSpec, baseline: Experiment) -> float:
@@ -112,7 +114,9 @@ def allowance(task: TaskSpec, baseline: Experiment) -> float:
     the model); twice that, plus a tenth of the budget, absorbs a loaded machine. A run
     that trains longer than the budget by faking its own clock still stands out.
     """
-    overhead = max(0.0, baseline.run_seconds - task.time_budget)
+    # Against the budget the baseline ran with: a resume may change --time-budget.
+    ran_with = float(baseline.evidence.get("time_budget", task.time_budget))
+    overhead = max(0.0, baseline.run_seconds - ran_with)
     return max(5.0, 0.1 * task.time_budget + 2 * overhead)
 
 
@@ -181,13 +185,13 @@ def measure(
         return Measurement(status, reason, value, {**harness_metrics, **(metrics or {})},
                            mem_gb, run.seconds, run.exit_code, str(log), notes)
 
-    touched = [v for v in guards.tripwire.check() if v.restored]  # not the user's own refs
-    if touched:
-        what = "; ".join(f"{v.what} ({v.path})" for v in touched[:5])
-        return result("invalid", f"the run changed {what}; restored")
+    # Canaries first: the tripwire's own re-read of the files would update their atimes.
     peeked = guards.canaries.tripped()
+    touched = [v for v in guards.tripwire.check() if v.ours]  # not the user's own refs
     if peeked:
         return result("invalid", "the run touched evaluation-only data: " + ", ".join(peeked[:3]))
+    if touched:
+        return result("invalid", f"the run changed {describe(touched)}")
     failed = _failure(run, "run")
     if failed:
         return result(*failed)
@@ -208,10 +212,9 @@ def measure(
         ev = run_command(guards.wrap(task.evaluate), guards.export(guards.scratch / "eval"),
                          source, task.timeout, {**env, "AUTORESEARCH_PHASE": "evaluate"},
                          on_start, None, should_stop)
-        touched = [v for v in guards.tripwire.check() if v.restored]
+        touched = [v for v in guards.tripwire.check() if v.ours]
         if touched:
-            what = "; ".join(f"{v.what} ({v.path})" for v in touched[:5])
-            return result("invalid", f"the evaluate phase changed {what}; restored")
+            return result("invalid", f"the evaluate phase changed {describe(touched)}")
         if ev.exit_code == INTEGRITY_EXIT:
             text = _output(source)
             lines = [ln for ln in text.splitlines() if ln.startswith("integrity:")]
@@ -250,6 +253,6 @@ def score_holdout(task: TaskSpec, log: Path, env: dict[str, str],
     guards.tripwire.arm()
     res = run_command(guards.wrap(task.holdout), guards.export(guards.scratch / "eval"), log,
                       task.timeout, env)
-    if any(v.restored for v in guards.tripwire.check()) or not res.ok:  # tampered: no score
+    if any(v.ours for v in guards.tripwire.check()) or not res.ok:  # tampered: no score
         return None
     return read_metric(_output(log), task.metric.name).value

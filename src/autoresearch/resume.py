@@ -19,6 +19,7 @@ Nothing is lost (the interrupted diff is kept) and nothing is counted twice
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def recover(ws: Workspace, ledger: Ledger, pending_path: Path, metric_name: str)
         if row is not None and row.status not in ("keep", "remeasure") and row.commit:
             ws.preserve(row.commit, row.id)
         pending_path.unlink()
+    # A rejected proposal (invalid, duplicate) writes no pending.json: a kill between its
+    # row and its ref would leave the commit unreachable. Every such row gets its ref.
+    have = ws.discarded_refs()
+    for e in ledger.experiments:
+        if e.commit and e.status not in ("keep", "remeasure") and e.id not in have:
+            ws.preserve(e.commit, e.id)
     kept = ledger.kept()
     if kept and ws.branch_tip() != kept[-1].commit:
         ws.set_branch(kept[-1].commit)
@@ -65,5 +72,7 @@ def protected_hashes(ws: Workspace, names: tuple[str, ...]) -> dict[str, str]:
     added = [n for n in names if n not in saved]
     if added or not path.exists():
         saved.update(ws.hashes(tuple(added)))
-        path.write_text(json.dumps(saved, indent=1))
+        tmp = path.with_suffix(".tmp")  # atomic: a torn file would block every later start
+        tmp.write_text(json.dumps(saved, indent=1))
+        os.replace(tmp, path)
     return saved

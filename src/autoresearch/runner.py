@@ -241,8 +241,6 @@ def run_command(
             start_new_session=True,
         )
     pgid = proc.pid  # start_new_session makes the child its own group leader
-    if on_start:
-        on_start(pgid)
     seen: dict[int, psutil.Process] = {}
     peak = 0.0
     timed_out = interrupted = False
@@ -252,6 +250,8 @@ def run_command(
         root = None
     next_sample = 0.0
     try:
+        if on_start:  # inside the try: if recording the group fails, the group still dies
+            on_start(pgid)
         while proc.poll() is None:
             elapsed = time.monotonic() - start
             if elapsed >= timeout:

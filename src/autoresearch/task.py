@@ -52,6 +52,7 @@ class TaskSpec:
     evaluate: str | None = None
     holdout: str | None = None  # like evaluate, on a split the proposer never sees
     eval_only: tuple[str, ...] = ()  # data paths the training phase must not read
+    readonly: tuple[str, ...] = ()  # data paths no phase may change (tokenizer, shards)
     network: bool = True  # False: run and evaluate without network access (Linux)
     checks: tuple[str, ...] = ()
     program: str = "program.md"
@@ -70,6 +71,7 @@ _TOP: dict[str, tuple[tuple[type, ...], bool, Any]] = {
     "evaluate": ((str,), False, None),
     "holdout": ((str,), False, None),
     "eval_only": ((list,), False, []),
+    "readonly": ((list,), False, []),
     "network": ((bool,), False, True),
     "checks": ((list,), False, []),
     "time_budget": ((int, float), True, None),
@@ -169,6 +171,7 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         evaluate=data.get("evaluate"),
         holdout=data.get("holdout"),
         eval_only=tuple(data.get("eval_only", [])),
+        readonly=tuple(data.get("readonly", [])),
         network=bool(data.get("network", True)),
         checks=tuple(data.get("checks", [])),
         time_budget=budget,

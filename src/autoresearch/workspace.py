@@ -56,7 +56,8 @@ class Staged:
 
 def git(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> str:
     # Hooks off: an experiment could have planted one to run at our next git call.
-    proc = subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=cwd,
+    proc = subprocess.run(["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+                           *args], cwd=cwd,
                           capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
@@ -128,6 +129,7 @@ class Workspace:
         common = Path(git("rev-parse", "--git-common-dir", cwd=self.root).strip())
         self.git_dir = common if common.is_absolute() else (self.root / common).resolve()
         self.branch = f"autoresearch/{tag}"
+        self.branch_file = self.git_dir / "refs" / "heads" / "autoresearch" / tag
         self.state = self.root / STATE_DIR / tag
         self.worktree = self.state / "worktree"
         self._env = _identity_env(self.root)
@@ -156,10 +158,11 @@ class Workspace:
                 "autoresearch starts from a commit and never touches your work. Commit them "
                 "(git commit -am '...') or stash them (git stash), then run again.")
 
-    def assert_tracked(self, paths: list[str]) -> None:
+    def assert_tracked(self, files: list[str], editable: tuple[str, ...]) -> None:
         """The experiment worktree holds committed files only: the task's must be there."""
-        out = git("ls-files", "-z", "--", *paths, cwd=self.root)
-        missing = sorted(set(paths) - set(filter(None, out.split("\0"))))
+        tracked = set(filter(None, git("ls-files", "-z", cwd=self.root).split("\0")))
+        missing = sorted(f for f in files if f not in tracked)
+        missing += [p for p in editable if not any(matches(t, [p]) for t in tracked)]
         if missing:
             raise WorkspaceError(
                 f"not committed: {', '.join(missing)}. Experiments run on a checkout of your "
@@ -193,6 +196,10 @@ class Workspace:
         self.state.mkdir(parents=True, exist_ok=True)
         git("worktree", "add", "--force", "-q", str(self.worktree), self.branch, cwd=self.root)
 
+    def admin_dir(self) -> Path:
+        """The worktree's own git directory (.git/worktrees/NAME): its HEAD and index."""
+        return Path(git("rev-parse", "--absolute-git-dir", cwd=self.worktree).strip())
+
     def close_worktree(self) -> None:
         if self.worktree.exists():
             git("worktree", "remove", "--force", str(self.worktree), cwd=self.root, check=False)
@@ -203,25 +210,33 @@ class Workspace:
         """Stage everything the proposer did; return the tree, changed paths, stats and patch.
 
         Three git calls: `add -A` (new, deleted and renamed files included), `write-tree`,
-        and one `diff --cached` whose -z numstat block names every changed path exactly.
+        and one `diff --cached` whose -z raw block names every changed path and its mode.
         """
         git("add", "-A", cwd=self.worktree)
         tree = git("write-tree", cwd=self.worktree).strip()
-        out = git("diff", "--cached", "--no-renames", "--no-color", "--numstat", "-z", "-p",
-                  tip, cwd=self.worktree)
-        numstat, _, patch = out.partition("\0\0")  # the numstat block ends with an extra NUL
-        paths, ins, dels = [], 0, 0
-        for entry in filter(None, numstat.split("\0")):
-            added, deleted, path = entry.split("\t", 2)
-            paths.append(path)
-            ins += int(added) if added.isdigit() else 0  # "-" for binary files
-            dels += int(deleted) if deleted.isdigit() else 0
-        # A symlink (120000) could point the commit at a file outside the repo; a gitlink
-        # (160000) at another repository. Either way the commit would no longer pin the code.
-        special = re.findall(r"^diff --git a/.* b/(.*)\n(?:new file )?mode (?:120000|160000)$",
-                             patch, flags=re.M)
-        special += re.findall(r"^diff --git a/.* b/(.*)\nold mode \d+\nnew mode (?:120000|160000)$",
-                              patch, flags=re.M)
+        out = git("diff", "--cached", "--no-renames", "--no-color", "--raw", "--numstat", "-z",
+                  "-p", tip, cwd=self.worktree)
+        # -z output: raw entries (":old new sha sha X" NUL path NUL), numstat entries
+        # ("ins<TAB>del<TAB>path" NUL), an empty field, then the patch.
+        head, _, patch = out.partition("\0\0")
+        fields = head.split("\0")
+        paths, special, ins, dels = [], [], 0, 0
+        i = 0
+        while i < len(fields):
+            field = fields[i]
+            if field.startswith(":"):
+                # A symlink (120000) could point the commit at a file outside the repo; a
+                # gitlink (160000) at another repository: the commit would not pin the code.
+                if field.split()[1] in ("120000", "160000"):
+                    special.append(fields[i + 1])
+                paths.append(fields[i + 1])
+                i += 2
+                continue
+            if field:
+                added, deleted, _path = field.split("\t", 2)
+                ins += int(added) if added.isdigit() else 0  # "-" for binary files
+                dels += int(deleted) if deleted.isdigit() else 0
+            i += 1
         return Staged(tree, sorted(paths), DiffStat(len(paths), ins, dels), patch, special)
 
     def export(self, dest: Path) -> Path:
@@ -262,6 +277,12 @@ class Workspace:
     def preserve(self, commit: str, exp_id: int) -> None:
         """Discard: keep the commit reachable under refs/autoresearch/TAG/discarded/N."""
         git("update-ref", self.discarded_ref(exp_id), commit, cwd=self.root)
+
+    def discarded_refs(self) -> set[int]:
+        """Experiment ids that have a refs/autoresearch/TAG/discarded/N ref (one git call)."""
+        out = git("for-each-ref", "--format=%(refname)", f"refs/autoresearch/{self.tag}/discarded",
+                  cwd=self.root)
+        return {int(r.rsplit("/", 1)[1]) for r in out.split() if r.rsplit("/", 1)[1].isdigit()}
 
     def discarded_ref(self, exp_id: int) -> str:
         return f"refs/autoresearch/{self.tag}/discarded/{exp_id}"
