@@ -20,7 +20,7 @@ from typing import Any
 
 from autoresearch.decide import Candidate, Incumbent, Policy, Verdict
 from autoresearch.display import Display
-from autoresearch.integrity import Tripwire, describe
+from autoresearch.integrity import Tripwire, Violation, describe
 from autoresearch.ledger import FAILURES, Experiment, Ledger
 from autoresearch.measure import (
     Measurement,
@@ -114,10 +114,11 @@ class Loop:
         self._tip = recover(self.ws, self.ledger, self._pending_path, self.task.metric.name)
         for e in self.ledger.experiments:
             self._remember_tree(e)
+        self._public = [replace(e, holdout=None) for e in self.ledger.experiments]
         self._protected_hashes = protected_hashes(self.ws, self.task.protected)
         self._proposer_wire = Tripwire.for_proposer(self.ws.admin_dir(), self.ws.state,
                                                    self.ws.branch_file, self.ws.git_dir)
-        self._guards = make_guards(self.task, self.ws, self.display.message)
+        self._guards = make_guards(self.task, self.ws, self.display.message, self.ledger.intact)
         if self.ledger.kept():
             self._guards.allowance = allowance(self.task, self.ledger.kept()[0])
         for e in self.ledger.experiments:  # a resumed policy relearns the noise it saw
@@ -226,7 +227,7 @@ class Loop:
             editable=self.task.editable, metric=self.task.metric,
             time_budget=self.task.time_budget,
             # The holdout score is for humans: a proposer that saw it could overfit it too.
-            history=tuple(replace(e, holdout=None) for e in self.ledger.experiments),
+            history=tuple(self._public),
             last_failure=self._last_failure, feedback=self._feedback)
 
     def _scope_problem(self, proposal: Proposal, changed: list[str]) -> str | None:
@@ -254,6 +255,8 @@ class Loop:
         # Restores our branch, the worktree's HEAD, hooks, config and the ledger. A change
         # to the user's own refs is not held against the proposal: the user may have made it.
         meddled = [v for v in self._proposer_wire.check() if v.ours]
+        if not self.ledger.intact():
+            meddled.append(Violation("the ledger", str(self.ledger.jsonl), True, True))
         if meddled:
             self.ws.restore(parent)  # a commit or checkout made in the worktree is undone
         if self._stop_requested:  # Ctrl-C while proposing: nothing ran, nothing to record
@@ -368,6 +371,7 @@ class Loop:
                          run_seconds=m.seconds, exit_code=m.exit_code, proposer="harness",
                          log=m.log)
         self.ledger.append(exp)
+        self._public.append(exp)  # a re-measure has no holdout score to hide
         self.ws.restore()
         self._pending_path.unlink()
         self.display.finish(exp)
@@ -384,6 +388,7 @@ class Loop:
         commit = self.ws.commit_experiment(tree, exp, self.task.metric.name)
         exp = replace(exp, commit=commit, finished=time.time())
         self.ledger.append(exp)
+        self._public.append(replace(exp, holdout=None))
         self._remember_tree(exp)
         if exp.status == "keep":
             self.ws.advance(commit)

@@ -69,6 +69,7 @@ class Guards:
     canaries: Canaries
     scratch: Path  # parent of the per-phase exports and the handover directory
     export: Callable[[Path], Path]  # writes a fresh copy of the staged tree at the path
+    ledger_intact: Callable[[], bool]  # False: a phase wrote the ledger (now rewritten)
     net_prefix: str | None = None  # set: commands run without network access
     allowance: float | None = None  # seconds over the budget tolerated; None: not enforced
 
@@ -79,7 +80,8 @@ class Guards:
         return f"{self.net_prefix} /bin/sh -c {shlex.quote(command)}"
 
 
-def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None]) -> Guards:
+def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None],
+                ledger_intact: Callable[[], bool]) -> Guards:
     """Build the integrity guards for a tag; refuse to start where one cannot work."""
     wt = ws.worktree
     committed = [p for pat in task.editable for p in wt.glob(pat)]
@@ -104,7 +106,7 @@ def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None]) -> Gu
                               "the key to run with network access.")
     wire = Tripwire.for_runs(ws.admin_dir(), ws.state, ws.branch_file, committed, readonly,
                              ws.git_dir)
-    return Guards(wire, canaries, ws.state / "scratch", ws.export, prefix)
+    return Guards(wire, canaries, ws.state / "scratch", ws.export, ledger_intact, prefix)
 
 
 def allowance(task: TaskSpec, baseline: Experiment) -> float:
@@ -188,6 +190,9 @@ def measure(
     # Canaries first: the tripwire's own re-read of the files would update their atimes.
     peeked = guards.canaries.tripped()
     touched = [v for v in guards.tripwire.check() if v.ours]  # not the user's own refs
+    if not guards.ledger_intact():
+        return result("invalid", "the run changed the ledger (results.jsonl/tsv); rewritten "
+                      "from the harness's records")
     if peeked:
         return result("invalid", "the run touched evaluation-only data: " + ", ".join(peeked[:3]))
     if touched:
@@ -213,6 +218,8 @@ def measure(
                          source, task.timeout, {**env, "AUTORESEARCH_PHASE": "evaluate"},
                          on_start, None, should_stop)
         touched = [v for v in guards.tripwire.check() if v.ours]
+        if not guards.ledger_intact():
+            return result("invalid", "the evaluate phase changed the ledger; rewritten")
         if touched:
             return result("invalid", f"the evaluate phase changed {describe(touched)}")
         if ev.exit_code == INTEGRITY_EXIT:
