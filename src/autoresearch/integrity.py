@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +159,16 @@ class Tripwire:
                 undone = True
             found.append(Violation(what, str(path), watch.counts, undone))
         return found
+
+
+def tampered(wire: Tripwire, ledger_intact: Callable[[], bool]) -> str | None:
+    """After a phase: what it changed among the files the harness trusts (restored where it
+    can be), or None. The one check every phase and the proposer go through."""
+    found = [v for v in wire.check() if v.ours]  # not the user's own refs
+    if not ledger_intact():
+        found.insert(0, Violation("the ledger", "results.jsonl/tsv, rewritten from the "
+                                  "harness's records", True, True))
+    return describe(found) if found else None
 
 
 def describe(violations: list[Violation]) -> str:

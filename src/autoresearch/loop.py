@@ -20,7 +20,7 @@ from typing import Any
 
 from autoresearch.decide import Candidate, Incumbent, Policy, Verdict
 from autoresearch.display import Display
-from autoresearch.integrity import Tripwire, Violation, describe
+from autoresearch.integrity import Tripwire, tampered
 from autoresearch.ledger import FAILURES, Experiment, Ledger
 from autoresearch.measure import (
     Measurement,
@@ -252,11 +252,9 @@ class Loop:
         self._proposer_wire.arm()
         proposal = self.proposer.propose(self._context(exp_id))
         self._feedback = None
-        # Restores our branch, the worktree's HEAD, hooks, config and the ledger. A change
-        # to the user's own refs is not held against the proposal: the user may have made it.
-        meddled = [v for v in self._proposer_wire.check() if v.ours]
-        if not self.ledger.intact():
-            meddled.append(Violation("the ledger", str(self.ledger.jsonl), True, True))
+        # Restores our branch, the worktree's HEAD and the ledger. A change to the user's
+        # own refs is not held against the proposal: the user may have made it.
+        meddled = tampered(self._proposer_wire, self.ledger.intact)
         if meddled:
             self.ws.restore(parent)  # a commit or checkout made in the worktree is undone
         if self._stop_requested:  # Ctrl-C while proposing: nothing ran, nothing to record
@@ -273,7 +271,7 @@ class Loop:
                                 "deletions": stat.deletions, "tree": staged.tree})
         problem = self._scope_problem(proposal, staged.paths)
         if meddled:
-            problem = f"the proposer changed {describe(meddled)}"
+            problem = f"the proposer changed {meddled}"
         elif staged.special:
             problem = "symlinks and submodules are not allowed: " + ", ".join(staged.special)
         if problem:
@@ -340,10 +338,9 @@ class Loop:
             self._guards.tripwire.arm()
             res = run_command(check, self.ws.export(self.ws.state / "scratch" / "check"), log,
                               self.task.timeout, env, should_stop=lambda: self._stop_requested)
-            touched = [v for v in self._guards.tripwire.check() if v.ours]
-            if touched:
-                return Verdict("invalid", f"check `{check}` changed {describe(touched)}",
-                               verdict.evidence)
+            changed = self._guards.tampered()
+            if changed:
+                return Verdict("invalid", f"check `{check}` changed {changed}", verdict.evidence)
             if not res.ok:
                 why = "timed out" if res.timed_out else f"exited {res.exit_code}"
                 return Verdict("checks_failed", f"check `{check}` {why} (would have been kept: "
@@ -355,7 +352,7 @@ class Loop:
         for e in reversed(self.ledger.experiments):
             if e.status == "keep":
                 break
-            since += e.proposer not in ("harness",) and bool(e.evidence.get("samples"))
+            since += e.proposer != "harness" and bool(e.evidence.get("samples"))
         kept = self.ledger.kept()
         if not self.policy.remeasure_incumbent(since) or not kept:
             return

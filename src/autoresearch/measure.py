@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoresearch.integrity import Canaries, Tripwire, describe, expand, network_prefix
+from autoresearch.integrity import Canaries, Tripwire, expand, network_prefix, tampered
 from autoresearch.ledger import Experiment
 from autoresearch.metrics import parse_metrics, read_metric
 from autoresearch.runner import RunResult, log_tail, run_command
@@ -72,6 +72,9 @@ class Guards:
     ledger_intact: Callable[[], bool]  # False: a phase wrote the ledger (now rewritten)
     net_prefix: str | None = None  # set: commands run without network access
     allowance: float | None = None  # seconds over the budget tolerated; None: not enforced
+
+    def tampered(self) -> str | None:
+        return tampered(self.tripwire, self.ledger_intact)
 
     def wrap(self, command: str) -> str:
         """The command as run: whole, inside a network namespace when the network is off."""
@@ -189,14 +192,11 @@ def measure(
 
     # Canaries first: the tripwire's own re-read of the files would update their atimes.
     peeked = guards.canaries.tripped()
-    touched = [v for v in guards.tripwire.check() if v.ours]  # not the user's own refs
-    if not guards.ledger_intact():
-        return result("invalid", "the run changed the ledger (results.jsonl/tsv); rewritten "
-                      "from the harness's records")
+    changed = guards.tampered()
     if peeked:
         return result("invalid", "the run touched evaluation-only data: " + ", ".join(peeked[:3]))
-    if touched:
-        return result("invalid", f"the run changed {describe(touched)}")
+    if changed:
+        return result("invalid", f"the run changed {changed}")
     failed = _failure(run, "run")
     if failed:
         return result(*failed)
@@ -217,11 +217,9 @@ def measure(
         ev = run_command(guards.wrap(task.evaluate), guards.export(guards.scratch / "eval"),
                          source, task.timeout, {**env, "AUTORESEARCH_PHASE": "evaluate"},
                          on_start, None, should_stop)
-        touched = [v for v in guards.tripwire.check() if v.ours]
-        if not guards.ledger_intact():
-            return result("invalid", "the evaluate phase changed the ledger; rewritten")
-        if touched:
-            return result("invalid", f"the evaluate phase changed {describe(touched)}")
+        changed = guards.tampered()
+        if changed:
+            return result("invalid", f"the evaluate phase changed {changed}")
         if ev.exit_code == INTEGRITY_EXIT:
             text = _output(source)
             lines = [ln for ln in text.splitlines() if ln.startswith("integrity:")]
@@ -260,6 +258,6 @@ def score_holdout(task: TaskSpec, log: Path, env: dict[str, str],
     guards.tripwire.arm()
     res = run_command(guards.wrap(task.holdout), guards.export(guards.scratch / "eval"), log,
                       task.timeout, env)
-    if any(v.ours for v in guards.tripwire.check()) or not res.ok:  # tampered: no score
+    if guards.tampered() or not res.ok:  # a holdout phase that tampers scores nothing
         return None
     return read_metric(_output(log), task.metric.name).value
