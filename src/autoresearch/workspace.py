@@ -212,8 +212,7 @@ class Workspace:
         Three git calls: `add -A` (new, deleted and renamed files included), `write-tree`,
         and one `diff --cached` whose -z raw block names every changed path and its mode.
         """
-        git("add", "-A", cwd=self.worktree)
-        tree = git("write-tree", cwd=self.worktree).strip()
+        tree = self.snapshot()
         out = git("diff", "--cached", "--no-renames", "--no-color", "--raw", "--numstat", "-z",
                   "-p", tip, cwd=self.worktree)
         # -z output: raw entries (":old new sha sha X" NUL path NUL), numstat entries
