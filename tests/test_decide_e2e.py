@@ -1,7 +1,7 @@
 """Each policy on real loops: the real CLI, a toy task whose noise the test controls.
 
-The toy's metric is ``VALUE`` plus Gaussian noise drawn from a run counter kept
-outside the repo, so every run gets fresh but reproducible noise. A scripted
+The toy's metric is ``VALUE`` plus Gaussian noise seeded by the experiment number and
+the seed the harness exports, so every run gets fresh but reproducible noise. A scripted
 proposer makes one planned edit per experiment: a no-op, a seed change that
 happens to help, a real gain, a deletion of dead code, a gain that breaks the
 VRAM guardrail.
@@ -28,9 +28,8 @@ UNUSED_C = 3
 
 
 def main() -> None:
-    counter = pathlib.Path(os.environ["NOISE_COUNTER"])
-    n = int(counter.read_text()) if counter.exists() else 0
-    counter.write_text(str(n + 1))
+    # Fresh noise per run, from what the harness exports (a run keeps no state across runs).
+    n = int(os.environ["AUTORESEARCH_EXPERIMENT"]) * 1000 + int(os.environ["AUTORESEARCH_SEED"])
     noise = random.Random(1000 + n).gauss(0.0, float(os.environ["NOISE_SIGMA"]))
     lucky = 0.0 if SEED == 42 else -0.002  # a seed that "helps", as in Karpathy's first night
     print("---")
@@ -44,10 +43,9 @@ if __name__ == "__main__":
 
 PROPOSE = '''\
 #!/usr/bin/env python3
-import os, pathlib, re
-counter = pathlib.Path(os.environ["PROPOSAL_COUNTER"])
-n = int(counter.read_text()) if counter.exists() else 0
-counter.write_text(str(n + 1))
+import json, os, pathlib, re
+ctx = json.loads(pathlib.Path(os.environ["AUTORESEARCH_CONTEXT"]).read_text())
+n = sum(1 for e in ctx["history"] if e["proposer"] == "command")  # proposals so far
 name = os.environ["PLAN"].split(",")[n]
 edits = {
     "noop": lambda s: s.replace("VRAM = 1000.0\\n", "VRAM = 1000.0\\nPAD = 0\\n"),
@@ -65,8 +63,7 @@ print(name)
 def run_plan(tmp_path: Path, plan: list[str], sigma: float, decision: str) -> list[dict]:
     repo = make_repo(tmp_path / "r", files={"train.py": TRAIN, "propose.py": PROPOSE},
                      toml=toy_toml(extra=decision))
-    env = {"NOISE_COUNTER": str(tmp_path / "noise"), "NOISE_SIGMA": str(sigma),
-           "PROPOSAL_COUNTER": str(tmp_path / "proposals"), "PLAN": ",".join(plan)}
+    env = {"NOISE_SIGMA": str(sigma), "PLAN": ",".join(plan)}
     res = run_cli(repo, "run", "--tag", "t", "--proposer", "command:./propose.py",
                   "--max-experiments", str(len(plan)), env=env)
     assert res.returncode == 0, res.stderr

@@ -43,14 +43,19 @@ print("train.py now lives elsewhere")
 """
 
 
-def test_a_commit_made_by_the_proposer_is_undone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sandbox", ["none", "auto"])
+def test_a_commit_made_by_the_proposer_is_undone(tmp_path: Path, sandbox: str) -> None:
     repo = make_repo(tmp_path / "r", files={"propose.py": COMMITS_IN_WORKTREE},
-                     toml=toy_toml(extra=STRICT))
+                     toml=toy_toml(sandbox=f'"{sandbox}"', extra=STRICT))
     res = run_cli(repo, "run", "--tag", "c", "--proposer", "command:./propose.py",
                   "--max-experiments", "1")
     assert res.returncode == 0, res.stderr
     row = ledger(repo, "c")[1]
-    assert row["status"] == "invalid" and "the proposer changed the run branch" in row["reason"]
+    # The proposer edits a plain export with no repository above it (sandboxed or not), so
+    # the commit fails, and the edit outside scope makes the proposal invalid.
+    assert row["status"] == "invalid", row["reason"]
+    assert "outside the mutable surface (train.py): program.md" in row["reason"]
+    assert git(repo, "log", "--format=%s", "main") == "initial\n"
     tip = git(repo, "rev-parse", "autoresearch/c").strip()
     assert tip == ledger(repo, "c")[0]["commit"]
     assert git(repo, "show", f"{tip}:program.md") == (repo / "program.md").read_text()
@@ -173,7 +178,9 @@ def test_protecting_a_file_mid_tag_locks_it_from_then_on(tmp_path: Path) -> None
     assert run_cli(repo, "run", "--tag", "p", "--max-experiments", "1").returncode == 0
     (repo / "autoresearch.toml").write_text(toy_toml(protected='["program.md"]', extra=STRICT))
     git(repo, "commit", "-qam", "protect the charter")
-    assert run_cli(repo, "run", "--tag", "p", "--max-experiments", "3").returncode == 0
+    # A changed task file is refused on resume unless the change is accepted (test_seal.py).
+    assert run_cli(repo, "run", "--tag", "p", "--max-experiments", "3",
+                   "--accept-task-change").returncode == 0
     rows = ledger(repo, "p")
     assert not any("protected files changed" in r["reason"] for r in rows)
     saved = json.loads((repo / ".autoresearch" / "p" / "protected.json").read_text())
@@ -244,5 +251,5 @@ def test_allowance_uses_the_budget_the_baseline_ran_with(tmp_path: Path) -> None
     task = load_task(repo / "autoresearch.toml")
     base = Experiment(id=0, status="keep", description="baseline", run_seconds=370,
                       evidence={"time_budget": 300})
-    assert allowance(task, base) == 0.1 * 300 + 2 * 70
-    assert allowance(replace(task, time_budget=600), base) == 0.1 * 600 + 2 * 70
+    assert allowance(task, base) == 0.05 * 300 + 1.5 * 70 + 5
+    assert allowance(replace(task, time_budget=600), base) == 0.05 * 600 + 1.5 * 70 + 5

@@ -13,6 +13,8 @@ import pytest
 from conftest import git, make_repo, run_cli, toy_toml
 from test_loop import ledger, processes_under
 
+from autoresearch.execution.sandbox import bwrap_works
+
 EVAL = '''import json, os, pathlib, sys
 sys.path.insert(0, ".")
 from train import make_data, loss
@@ -41,14 +43,14 @@ print("attack", n)
 '''
 
 
-def make_task(tmp_path: Path) -> tuple[Path, Path]:
+def make_task(tmp_path: Path, sandbox: str = "none") -> tuple[Path, Path]:
     secret = tmp_path / "eval-data" / "val.txt"
     secret.parent.mkdir()
     secret.write_text("the validation split\n")
     repo = make_repo(tmp_path / "r", files={"eval.py": EVAL, "propose.py": PROPOSER % ATTACKS},
                      toml=toy_toml(protected='["eval.py"]', time_budget="1", timeout="20",
                                    evaluate='"python eval.py"',
-                                   eval_only=f'["{secret.parent}"]',
+                                   eval_only=f'["{secret.parent}"]', sandbox=f'"{sandbox}"',
                                    extra='\n[decision]\npolicy = "strict"\n'))
     train = repo / "train.py"
     train.write_text(train.read_text().replace(
@@ -61,6 +63,7 @@ def make_task(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_attacks_end_invalid_and_are_undone(tmp_path: Path) -> None:
+    """Without the OS sandbox (sandbox = "none"): the in-process tripwires catch them."""
     repo, secret = make_task(tmp_path)
     hooks_before = sorted(p.name for p in (repo / ".git" / "hooks").iterdir())
     res = run_cli(repo, "run", "--tag", "a", "--proposer", "command:./propose.py",
@@ -98,6 +101,33 @@ def test_attacks_end_invalid_and_are_undone(tmp_path: Path) -> None:
     assert git(repo, "rev-parse", "autoresearch/a").strip() == base["commit"]
 
 
+@pytest.mark.skipif(bwrap_works() is not None, reason="needs bubblewrap")
+def test_attacks_fail_inside_the_sandbox(tmp_path: Path) -> None:
+    """With the sandbox the same attacks cannot reach their targets at all."""
+    repo, secret = make_task(tmp_path, sandbox="required")
+    hooks_before = sorted(p.name for p in (repo / ".git" / "hooks").iterdir())
+    res = run_cli(repo, "run", "--tag", "a", "--proposer", "command:./propose.py",
+                  "--max-experiments", str(len(ATTACKS)), env={"SECRET_DATA": str(secret)})
+    assert res.returncode == 0, res.stderr
+    assert "sandbox: bubblewrap" in res.stdout + res.stderr
+    rows = {r["id"]: r for r in ledger(repo, "a")}
+    assert rows[0]["status"] == "keep"
+    for exp_id in (1, 2, 3, 4):  # the ledger, a git hook, the worktree, eval-only data
+        reason = rows[exp_id]["reason"]
+        assert rows[exp_id]["status"] == "crash", (exp_id, reason)
+        assert "Read-only file system" in reason or "No such file or directory" in reason
+    assert rows[5]["status"] == "invalid" and "over budget" in rows[5]["reason"]
+    assert rows[6]["status"] == "invalid" and "the run reported val_loss 1e-06" in \
+        rows[6]["reason"]
+    assert all(r["status"] != "keep" for i, r in rows.items() if i > 0)
+    # Nothing reached the user's repository, and the daemon died with its phase.
+    assert sorted(p.name for p in (repo / ".git" / "hooks").iterdir()) == hooks_before
+    assert processes_under(repo) == []
+    assert [json.loads(line)["id"] for line in
+            (repo / ".autoresearch" / "a" / "results.jsonl").read_text().splitlines()] == \
+        list(range(len(ATTACKS) + 1))
+
+
 def test_files_a_run_writes_never_land_in_a_commit(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r", toml=toy_toml(
         run='"python train.py && echo junk > artifact.bin"', extra='\n[decision]\n'
@@ -126,12 +156,11 @@ EVAL_SPLIT = EVAL.replace("make_data(100, seed=1)", "make_data(100, seed=int(sys
 SPY = '''#!/usr/bin/env python3
 import json, os, pathlib
 ctx = json.loads(pathlib.Path(os.environ["AUTORESEARCH_CONTEXT"]).read_text())
-with open(os.environ["SPY_LOG"], "a") as fh:
-    fh.write(json.dumps([e["holdout"] for e in ctx["history"]]) + "\\n")
 p = pathlib.Path("train.py")
 n = os.environ["AUTORESEARCH_EXPERIMENT"]
 p.write_text(p.read_text().replace("STEPS = ", "STEPS = 10 * " + n + " + "))
-print("more steps")
+# What the proposer saw goes into its description, the one channel it has to the ledger.
+print("saw holdout " + json.dumps([e["holdout"] for e in ctx["history"]]))
 '''
 
 
@@ -146,16 +175,16 @@ def test_holdout_scored_for_kept_and_hidden_from_proposers(tmp_path: Path) -> No
     (repo / "autoresearch.toml").write_text(toml)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "holdout split")
-    spy = tmp_path / "spy.log"
     res = run_cli(repo, "run", "--tag", "h", "--proposer", "command:./spy.py",
-                  "--max-experiments", "3", env={"SPY_LOG": str(spy), "SECRET_DATA": ""})
+                  "--max-experiments", "3", env={"SECRET_DATA": ""})
     assert res.returncode == 0, res.stderr
     rows = ledger(repo, "h")
     kept = [r for r in rows if r["status"] == "keep"]
     assert len(kept) >= 2
     assert all(isinstance(r["holdout"], float) and r["holdout"] != r["metric"] for r in kept)
     assert all(r["holdout"] is None for r in rows if r["status"] != "keep")
-    seen = [json.loads(line) for line in spy.read_text().splitlines()]
+    seen = [json.loads(r["description"].removeprefix("saw holdout "))
+            for r in rows if r["description"].startswith("saw holdout")]
     assert len(seen) == 3 and all(v is None for history in seen for v in history)
     status = run_cli(repo, "status", "--tag", "h")
     assert "holdout: best" in status.stdout

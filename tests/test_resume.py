@@ -10,8 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import git, make_repo, run_cli, toy_toml
 from test_loop import STRICT, ledger, processes_under
+
+from autoresearch.execution.sandbox import bwrap_works
 
 SLOW_THEN_GOOD = """#!/usr/bin/env python3
 import os, pathlib
@@ -45,14 +48,21 @@ def wait_running(repo: Path, tag: str, exp_id: int, seconds: float = 30) -> dict
     raise AssertionError(f"experiment {exp_id} never started")
 
 
-def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sandbox", ["none", "auto"])
+def test_sigkill_mid_run_then_resume(tmp_path: Path, sandbox: str) -> None:
     repo = make_repo(tmp_path / "r", files={"propose.py": SLOW_THEN_GOOD},
-                     toml=toy_toml(extra=STRICT))
+                     toml=toy_toml(sandbox=f'"{sandbox}"', extra=STRICT))
     harness = start_harness(repo, "k", "--proposer", "command:./propose.py")
     state = wait_running(repo, "k", 1)
     harness.send_signal(signal.SIGKILL)
     harness.wait(timeout=10)
-    assert processes_under(repo), "the experiment should outlive a SIGKILLed harness"
+    if sandbox == "none" or bwrap_works():
+        assert processes_under(repo), "unsandboxed, the experiment outlives its harness"
+    else:  # die-with-parent: the sandbox goes with the harness that started it
+        deadline = time.monotonic() + 5
+        while processes_under(repo) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_under(repo) == []
 
     res = run_cli(repo, "run", "--tag", "k", "--proposer", "command:./propose.py",
                   "--max-experiments", "2")

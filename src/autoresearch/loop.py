@@ -20,22 +20,25 @@ from typing import Any
 
 from autoresearch.decide import Candidate, Incumbent, Policy, Verdict
 from autoresearch.display import Display
+from autoresearch.execution.phase import Phase
 from autoresearch.integrity import Tripwire, tampered
 from autoresearch.ledger import FAILURES, Experiment, Ledger
 from autoresearch.measure import (
     Measurement,
     allowance,
+    eval_limit,
     make_guards,
     measure,
     run_env,
     score_holdout,
+    smallest_caught_fake,
 )
 from autoresearch.proposers.base import Context, Proposal, Proposer
 from autoresearch.resume import protected_hashes, recover
-from autoresearch.runner import log_tail, run_command
+from autoresearch.runner import log_tail
 from autoresearch.simplicity import lines_delta
 from autoresearch.task import TaskSpec
-from autoresearch.workspace import Workspace, matches
+from autoresearch.workspace import Workspace, matches, sha256
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ class Loop:
                                                    self.ws.branch_file, self.ws.git_dir)
         self._guards = make_guards(self.task, self.ws, self.display.message, self.ledger.intact)
         if self.ledger.kept():
-            self._guards.allowance = allowance(self.task, self.ledger.kept()[0])
+            self._limits_from(self.ledger.kept()[0])
         for e in self.ledger.experiments:  # a resumed policy relearns the noise it saw
             if len(e.evidence.get("samples") or []) > 1:
                 self.policy.observe(e.evidence["samples"])
@@ -206,15 +209,26 @@ class Loop:
                          log=m.log)
         self._finish(exp, tree)
         if ok:
-            self._guards.allowance = allowance(self.task, exp)
+            self._limits_from(exp)
+            self.display.message(
+                f"budget: a run may take {self._guards.allowance:.1f}s over its "
+                f"{self.task.time_budget:g}s budget, so a clock slowed by more than "
+                f"{smallest_caught_fake(self.task, self._guards.allowance or 0):.2f}x is "
+                "caught" + (f"; scoring may take {self._guards.eval_limit:.0f}s"
+                            if self._guards.eval_limit else ""))
         if not ok:
             self.display.message(f"The unmodified baseline did not produce {self.task.metric.name}"
                                  f": {reason.splitlines()[0]}. Fix the task (see {m.log}) and "
                                  "run again; nothing can be compared without a baseline.")
         return ok
 
+    def _limits_from(self, baseline: Experiment) -> None:
+        """Budget allowance and scoring limit, both derived from the baseline's timings."""
+        self._guards.allowance = allowance(self.task, baseline)
+        self._guards.eval_limit = eval_limit(baseline)
+
     # -- one experiment -------------------------------------------------------------
-    def _context(self, exp_id: int) -> Context:
+    def _context(self, exp_id: int, workdir: Path) -> Context:
         files = {}
         for pattern in self.task.editable:
             for path in sorted(self.ws.worktree.glob(pattern)):
@@ -222,7 +236,8 @@ class Loop:
                     rel = path.relative_to(self.ws.worktree).as_posix()
                     files[rel] = path.read_text(encoding="utf-8", errors="replace")
         return Context(
-            experiment_id=exp_id, workdir=self.ws.worktree,
+            experiment_id=exp_id, workdir=workdir, repo=self.ws.worktree,
+            phases=self._guards.phases,
             program=self.task.program_text(self.ws.worktree), files=files,
             editable=self.task.editable, metric=self.task.metric,
             time_budget=self.task.time_budget,
@@ -230,7 +245,8 @@ class Loop:
             history=tuple(self._public),
             last_failure=self._last_failure, feedback=self._feedback)
 
-    def _scope_problem(self, proposal: Proposal, changed: list[str]) -> str | None:
+    def _scope_problem(self, proposal: Proposal, changed: list[str],
+                       workdir: Path) -> str | None:
         if proposal.error:
             return f"proposer failed: {proposal.error}"
         if not changed:
@@ -239,7 +255,7 @@ class Loop:
         if outside:
             return ("changes outside the mutable surface " f"({', '.join(self.task.editable)}): "
                     + ", ".join(outside))
-        now = self.ws.hashes(self.task.protected)
+        now = {name: sha256(workdir / name) for name in self.task.protected}
         tampered = [n for n, h in now.items() if h != self._protected_hashes.get(n)]
         if tampered:
             return "protected files changed: " + ", ".join(tampered)
@@ -250,7 +266,9 @@ class Loop:
         parent = self._tip
         started = time.time()
         self._proposer_wire.arm()
-        proposal = self.proposer.propose(self._context(exp_id))
+        # The proposer edits a plain export: the repository's .git is never in its reach.
+        workdir = self.ws.export(self.ws.state / "scratch" / "propose")
+        proposal = self.proposer.propose(self._context(exp_id, workdir))
         self._feedback = None
         # Restores our branch, the worktree's HEAD and the ledger. A change to the user's
         # own refs is not held against the proposal: the user may have made it.
@@ -260,7 +278,7 @@ class Loop:
         if self._stop_requested:  # Ctrl-C while proposing: nothing ran, nothing to record
             self.ws.restore()
             return
-        staged = self.ws.stage(parent)
+        staged = self.ws.stage(parent, source=workdir)
         desc = " ".join(proposal.description.split()) or "(no description)"
         stat = staged.stat
         base = Experiment(id=exp_id, status="invalid", description=desc, parent=parent,
@@ -269,7 +287,7 @@ class Loop:
                                     **proposal.meta},
                           diff={"files": stat.files, "insertions": stat.insertions,
                                 "deletions": stat.deletions, "tree": staged.tree})
-        problem = self._scope_problem(proposal, staged.paths)
+        problem = self._scope_problem(proposal, staged.paths, workdir)
         if meddled:
             problem = f"the proposer changed {meddled}"
         elif staged.special:
@@ -336,11 +354,15 @@ class Loop:
         for j, check in enumerate(self.task.checks):
             log = self.logs / f"{exp_id:04d}.check{j}.log"
             self._guards.tripwire.arm()
-            res = run_command(check, self.ws.export(self.ws.state / "scratch" / "check"), log,
-                              self.task.timeout, env, should_stop=lambda: self._stop_requested)
+            res = self._guards.phases.run(
+                Phase("check", check, self.ws.export(self.ws.state / "scratch" / "check"), log,
+                      self.task.timeout, env, self._guards.access("check")),
+                should_stop=lambda: self._stop_requested)
             changed = self._guards.tampered()
             if changed:
                 return Verdict("invalid", f"check `{check}` changed {changed}", verdict.evidence)
+            if res.violation:
+                return Verdict("invalid", f"check `{check}`: {res.violation}", verdict.evidence)
             if not res.ok:
                 why = "timed out" if res.timed_out else f"exited {res.exit_code}"
                 return Verdict("checks_failed", f"check `{check}` {why} (would have been kept: "

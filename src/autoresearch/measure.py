@@ -25,18 +25,20 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from autoresearch.execution.evaluate import split_evaluate
+from autoresearch.execution.phase import Phase, PhaseRunner
+from autoresearch.execution.sandbox import Access, Sandbox
 from autoresearch.integrity import Canaries, Tripwire, expand, network_prefix, tampered
 from autoresearch.ledger import Experiment
 from autoresearch.metrics import parse_metrics, read_metric
-from autoresearch.runner import RunResult, log_tail, run_command
+from autoresearch.runner import RunResult, log_tail
 from autoresearch.task import ConfigError, TaskSpec
 from autoresearch.workspace import Workspace
 
@@ -70,17 +72,33 @@ class Guards:
     scratch: Path  # parent of the per-phase exports and the handover directory
     export: Callable[[Path], Path]  # writes a fresh copy of the staged tree at the path
     ledger_intact: Callable[[], bool]  # False: a phase wrote the ledger (now rewritten)
-    net_prefix: str | None = None  # set: commands run without network access
+    phases: PhaseRunner = field(default_factory=PhaseRunner)
+    readonly: tuple[Path, ...] = ()  # data every phase may read (tokenizer, train shards)
+    eval_only: tuple[Path, ...] = ()  # data only the trusted scorer sees
+    editable: tuple[str, ...] = ()  # removed from the scorer's tree: it never runs them
+    network: bool = False
     allowance: float | None = None  # seconds over the budget tolerated; None: not enforced
+    eval_limit: float | None = None  # seconds the evaluate phase may take; from the baseline
 
     def tampered(self) -> str | None:
         return tampered(self.tripwire, self.ledger_intact)
 
-    def wrap(self, command: str) -> str:
-        """The command as run: whole, inside a network namespace when the network is off."""
-        if not self.net_prefix:
-            return command
-        return f"{self.net_prefix} /bin/sh -c {shlex.quote(command)}"
+    @property
+    def handover(self) -> Path:
+        return self.scratch / "handover"
+
+    def access(self, role: str) -> Access:
+        """What each role sees: only the scorer (which runs no proposer code) gets eval data."""
+        if role == "run":
+            return Access(writable=(self.handover,), readonly=self.readonly,
+                          hidden=self.eval_only, network=self.network)
+        if role == "check":
+            return Access(readonly=self.readonly, hidden=self.eval_only, network=self.network)
+        if role == "model":
+            return Access(readonly=(*self.readonly, self.handover), hidden=self.eval_only)
+        if role == "scorer":
+            return Access(readonly=(*self.readonly, *self.eval_only, self.handover))
+        raise ValueError(role)
 
 
 def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None],
@@ -95,34 +113,62 @@ def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None],
     if missing:
         raise ConfigError(f"eval_only/readonly: {', '.join(missing)} does not exist. Prepare "
                           "the data first (e.g. `python prepare.py`), or fix the path.")
+    sandbox = Sandbox(task.sandbox, [expand(p) for p in task.sandbox_expose])
     canaries = Canaries(eval_only)
-    if canaries.files and not Canaries.supported(canaries.files[0].parent):
+    if canaries.files and not sandbox.active and \
+            not Canaries.supported(canaries.files[0].parent):
         say("note: this filesystem does not record reads (noatime), so reads of eval_only "
             "data during training go undetected; writes to it are still caught.")
         canaries = Canaries(eval_only, reads=False)
     prefix = None
-    if not task.network:
+    if not task.network and not sandbox.active:
         prefix = network_prefix()
-        if prefix is None:
-            raise ConfigError("network = false: cannot cut the network here (`unshare --net` "
-                              "is unavailable; it needs Linux with user namespaces). Remove "
-                              "the key to run with network access.")
+        if prefix is None and task.network is False:
+            raise ConfigError("network = false: cannot cut the network here (no sandbox, and "
+                              "`unshare --net` is unavailable; it needs Linux with user "
+                              "namespaces). Remove the key to run with network access.")
+    if sandbox.active:
+        say(f"sandbox: bubblewrap; every phase sees only its own export, the system and the "
+            f"venv read-only, {'with' if task.network else 'without'} network")
+    else:
+        say("sandbox: OFF. " + "; ".join(sandbox.protections_off()) + ".")
+    if task.evaluate and not task.model_server:
+        say("note: the evaluate command runs the editable code beside the evaluation data; "
+            "set `model_server` so the scorer never runs proposer code (see the README).")
     wire = Tripwire.for_runs(ws.admin_dir(), ws.state, ws.branch_file, committed, readonly,
                              ws.git_dir)
-    return Guards(wire, canaries, ws.state / "scratch", ws.export, ledger_intact, prefix)
+    return Guards(wire, canaries, ws.state / "scratch", ws.export, ledger_intact,
+                  PhaseRunner(sandbox, task.phase_disk_mb, prefix), tuple(readonly),
+                  tuple(eval_only), task.editable, bool(task.network))
 
 
 def allowance(task: TaskSpec, baseline: Experiment) -> float:
     """Seconds over the budget a run may take, derived from the baseline.
 
     The baseline's time beyond its budget is start-up and teardown (imports, data, saving
-    the model); twice that, plus a tenth of the budget, absorbs a loaded machine. A run
-    that trains longer than the budget by faking its own clock still stands out.
+    the model). A run may take that 1.5 times over, plus 5% of the budget and 5 s, for a
+    loaded machine. Training is timed by the run's own clock, so a run that fakes its clock
+    trains longer; it is caught when the extra time exceeds this allowance, i.e. for a fake
+    factor above `1 + allowance / budget` (`smallest_caught_fake`).
     """
     # Against the budget the baseline ran with: a resume may change --time-budget.
     ran_with = float(baseline.evidence.get("time_budget", task.time_budget))
     overhead = max(0.0, baseline.run_seconds - ran_with)
-    return max(5.0, 0.1 * task.time_budget + 2 * overhead)
+    return max(5.0, 0.05 * task.time_budget + 1.5 * overhead + 5.0)
+
+
+def smallest_caught_fake(task: TaskSpec, slack: float) -> float:
+    """The smallest clock-slowing factor the budget check catches (e.g. 1.17 for 17%)."""
+    return 1.0 + slack / task.time_budget
+
+
+def eval_limit(baseline: Experiment) -> float | None:
+    """Seconds the evaluate phase may take: three times the baseline's, at least 30 s.
+
+    Scoring a model is a fixed amount of work; a model that takes far longer than the
+    baseline's is doing something else (training on what it is sent, say)."""
+    seconds = baseline.metrics.get("eval_seconds")
+    return max(30.0, 3.0 * float(seconds)) if seconds else None
 
 
 def run_env(task: TaskSpec, tag: str, exp_id: int, seed: int) -> dict[str, str]:
@@ -179,9 +225,11 @@ def measure(
     run_dir = guards.export(guards.scratch / "run")
     guards.tripwire.arm()
     guards.canaries.arm()
-    run = run_command(guards.wrap(task.run), run_dir, log, task.timeout,
-                      {**env, "AUTORESEARCH_PHASE": "train"}, on_start, on_tick, should_stop)
+    run = guards.phases.run(Phase("run", task.run, run_dir, log, task.timeout,
+                                  {**env, "AUTORESEARCH_PHASE": "train"}, guards.access("run")),
+                            on_start, on_tick, should_stop)
     mem_gb = run.peak_rss_mb / 1024
+    # Measured from outside the phase: these, not what the run prints, feed guardrails.
     harness_metrics = {"peak_rss_mb": round(run.peak_rss_mb, 1), "run_seconds": run.seconds}
     notes: dict[str, Any] = {}
 
@@ -197,6 +245,8 @@ def measure(
         return result("invalid", "the run touched evaluation-only data: " + ", ".join(peeked[:3]))
     if changed:
         return result("invalid", f"the run changed {changed}")
+    if run.violation:
+        return result("invalid", run.violation)
     failed = _failure(run, "run")
     if failed:
         return result(*failed)
@@ -214,12 +264,14 @@ def measure(
             notes["run_reported"] = run_reported  # informational, never trusted
         source = log.with_suffix(".eval.log")
         guards.tripwire.arm()
-        ev = run_command(guards.wrap(task.evaluate), guards.export(guards.scratch / "eval"),
-                         source, task.timeout, {**env, "AUTORESEARCH_PHASE": "evaluate"},
-                         on_start, None, should_stop)
+        ev = evaluate_phase(task.evaluate, source, {**env, "AUTORESEARCH_PHASE": "evaluate"},
+                            task, guards, on_start, should_stop)
+        harness_metrics["eval_seconds"] = round(ev.seconds, 2)
         changed = guards.tampered()
         if changed:
             return result("invalid", f"the evaluate phase changed {changed}")
+        if ev.violation:
+            return result("invalid", f"evaluate: {ev.violation}")
         if ev.exit_code == INTEGRITY_EXIT:
             text = _output(source)
             lines = [ln for ln in text.splitlines() if ln.startswith("integrity:")]
@@ -253,11 +305,30 @@ def score_holdout(task: TaskSpec, log: Path, env: dict[str, str],
     """The metric on the holdout split, from the handover of the latest run (kept runs only)."""
     if not task.holdout:
         return None
-    env = {**env, "AUTORESEARCH_HANDOVER": str(guards.scratch / "handover"),
+    env = {**env, "AUTORESEARCH_HANDOVER": str(guards.handover),
            "AUTORESEARCH_PHASE": "holdout"}
     guards.tripwire.arm()
-    res = run_command(guards.wrap(task.holdout), guards.export(guards.scratch / "eval"), log,
-                      task.timeout, env)
+    res = evaluate_phase(task.holdout, log, env, task, guards)
     if guards.tampered() or not res.ok:  # a holdout phase that tampers scores nothing
         return None
     return read_metric(_output(log), task.metric.name).value
+
+
+def evaluate_phase(command: str, log: Path, env: dict[str, str], task: TaskSpec, guards: Guards,
+                   on_start: Callable[[int], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> RunResult:
+    """Score the handed-over model: a trusted scorer with model servers, or (without
+    `model_server`) one command that runs the editable code beside the evaluation data."""
+    limited = guards.eval_limit is not None and guards.eval_limit < task.timeout
+    timeout = guards.eval_limit if limited and guards.eval_limit else task.timeout
+    if task.model_server:
+        res = split_evaluate(command, task.model_server, log, env, timeout, guards,
+                             on_start, should_stop)
+    else:
+        res = guards.phases.run(Phase("evaluate", command,
+                                      guards.export(guards.scratch / "eval"), log, timeout, env,
+                                      guards.access("scorer")), on_start, None, should_stop)
+    if res.timed_out and limited:  # killed at the baseline-derived limit: a broken rule
+        return replace(res, violation=f"scoring took over {timeout:.0f}s, three times the "
+                       "baseline's: a model may not work beyond answering its inputs")
+    return res

@@ -37,10 +37,12 @@ class RunResult:
     log: Path
     interrupted: bool = False
     leftovers: int = 0  # processes still running after the main one exited (killed)
+    violation: str = ""  # why `watch` had the run killed (e.g. over its disk quota)
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.interrupted
+        return (self.exit_code == 0 and not self.timed_out and not self.interrupted
+                and not self.violation)
 
 
 def _tree(proc: psutil.Process) -> list[psutil.Process]:
@@ -216,6 +218,8 @@ def run_command(
     merge_stderr: bool = True,
     stdin: Path | None = None,
     grace: float = GRACE_SECONDS,
+    pass_fds: Sequence[int] = (),
+    watch: Callable[[], str | None] | None = None,
 ) -> RunResult:
     """Run `command` in `cwd`, killed with its whole tree at `timeout`.
 
@@ -226,7 +230,9 @@ def run_command(
     `on_start(pgid)` lets the caller persist the group id (to sweep it after a
     harness crash); `on_tick(elapsed)` drives progress displays; `should_stop()`
     returning True ends the run early (Ctrl-C), recorded as interrupted. With
-    `merge_stderr=False`, stderr goes to the log path with suffix `.err`.
+    `merge_stderr=False`, stderr goes to the log path with suffix `.err`. `pass_fds`
+    are inherited by the child (pipes to a model server); `watch()` is polled about
+    once a second and a reason it returns kills the run (`RunResult.violation`).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
@@ -238,12 +244,14 @@ def run_command(
         proc = subprocess.Popen(
             command, shell=isinstance(command, str), cwd=cwd, env=env, stdout=log,
             stderr=subprocess.STDOUT if merge_stderr else err, stdin=inp,
-            start_new_session=True,
+            start_new_session=True, pass_fds=tuple(pass_fds),
         )
     pgid = proc.pid  # start_new_session makes the child its own group leader
     seen: dict[int, psutil.Process] = {}
     peak = 0.0
     timed_out = interrupted = False
+    violation = ""
+    next_watch = 1.0
     try:
         root = psutil.Process(proc.pid)
     except psutil.Error:
@@ -260,6 +268,11 @@ def run_command(
             if should_stop and should_stop():
                 interrupted = True
                 break
+            if watch is not None and elapsed >= next_watch:
+                next_watch = elapsed + 1.0
+                violation = watch() or ""
+                if violation:
+                    break
             if root is not None and elapsed >= next_sample:
                 procs = _tree(root)
                 for p in procs:
@@ -281,7 +294,8 @@ def run_command(
         raise
     # Kill the group at the deadline, and always sweep leftovers (a daemonized
     # grandchild, a `sleep &` the script forgot) once the main process is gone.
-    if not (timed_out or interrupted):
+    stopped = timed_out or interrupted or bool(violation)
+    if not stopped:
         proc.wait()
     seconds = time.monotonic() - start
     # Leftovers: descendants seen while polling, and any process still carrying the
@@ -293,14 +307,13 @@ def run_command(
         except psutil.Error:
             continue
     leftovers = [p for p in candidates.values() if p.pid != proc.pid and _alive(p)]
-    if timed_out or interrupted or leftovers or group_alive(pgid):
-        kill_group(pgid, leftovers, grace=grace if (timed_out or interrupted) else 1.0,
-                   reap=proc.poll)
+    if stopped or leftovers or group_alive(pgid):
+        kill_group(pgid, leftovers, grace=grace if stopped else 1.0, reap=proc.poll)
     proc.wait()
     code = None if timed_out else proc.returncode
     return RunResult(exit_code=code, timed_out=timed_out, seconds=seconds,
                      peak_rss_mb=peak, log=log_path, interrupted=interrupted,
-                     leftovers=0 if (timed_out or interrupted) else len(leftovers))
+                     leftovers=0 if stopped else len(leftovers), violation=violation)
 
 
 def log_tail(path: Path, lines: int = 50) -> str:

@@ -53,7 +53,13 @@ class TaskSpec:
     holdout: str | None = None  # like evaluate, on a split the proposer never sees
     eval_only: tuple[str, ...] = ()  # data paths the training phase must not read
     readonly: tuple[str, ...] = ()  # data paths no phase may change (tokenizer, shards)
-    network: bool = True  # False: run and evaluate without network access (Linux)
+    # None: phases run without network wherever the harness can cut it; True: with it;
+    # False: without it, and the harness refuses to start where it cannot cut it.
+    network: bool | None = None
+    model_server: str | None = None  # serves the model to a scorer that never imports it
+    sandbox: str = "auto"  # "auto" | "required" | "none" (see execution.sandbox)
+    sandbox_expose: tuple[str, ...] = ()  # extra read-only paths for every phase
+    phase_disk_mb: int = 4096  # what one phase may write (its export, /tmp, $HOME)
     checks: tuple[str, ...] = ()
     program: str = "program.md"
     proposer: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +78,11 @@ _TOP: dict[str, tuple[tuple[type, ...], bool, Any]] = {
     "holdout": ((str,), False, None),
     "eval_only": ((list,), False, []),
     "readonly": ((list,), False, []),
-    "network": ((bool,), False, True),
+    "network": ((bool,), False, None),
+    "model_server": ((str,), False, None),
+    "sandbox": ((str,), False, "auto"),
+    "sandbox_expose": ((list,), False, []),
+    "phase_disk_mb": ((int,), False, 4096),
     "checks": ((list,), False, []),
     "time_budget": ((int, float), True, None),
     "timeout": ((int, float), False, None),
@@ -150,6 +160,15 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
     if data.get("holdout") and not data.get("evaluate"):
         raise ConfigError("holdout: needs `evaluate` too; the holdout split is scored by the "
                           "same kind of command on data the proposer never sees.")
+    if data.get("model_server") and not data.get("evaluate"):
+        raise ConfigError("model_server: needs `evaluate` too; the evaluate command is the "
+                          "trusted scorer that queries the model server.")
+    if data.get("sandbox", "auto") not in ("auto", "required", "none"):
+        raise ConfigError(f"sandbox: expected \"auto\", \"required\" or \"none\", got "
+                          f"{data['sandbox']!r}")
+    if data.get("phase_disk_mb", 4096) <= 0:
+        raise ConfigError(f"phase_disk_mb: must be a positive number of megabytes, got "
+                          f"{data['phase_disk_mb']}")
     budget = float(data["time_budget"])
     if not math.isfinite(budget) or budget <= 0:
         raise ConfigError(f"time_budget: must be a positive number of seconds, got {budget}")
@@ -172,7 +191,11 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         holdout=data.get("holdout"),
         eval_only=tuple(data.get("eval_only", [])),
         readonly=tuple(data.get("readonly", [])),
-        network=bool(data.get("network", True)),
+        network=data.get("network"),
+        model_server=data.get("model_server"),
+        sandbox=data.get("sandbox", "auto"),
+        sandbox_expose=tuple(data.get("sandbox_expose", [])),
+        phase_disk_mb=int(data.get("phase_disk_mb", 4096)),
         checks=tuple(data.get("checks", [])),
         time_budget=budget,
         timeout=timeout,

@@ -206,13 +206,15 @@ class Workspace:
         git("worktree", "prune", cwd=self.root, check=False)
 
     # -- inside an experiment ------------------------------------------------------
-    def stage(self, tip: str) -> Staged:
+    def stage(self, tip: str, source: Path | None = None) -> Staged:
         """Stage everything the proposer did; return the tree, changed paths, stats and patch.
 
+        `source` is the plain tree the proposer edited (an `export`: no `.git` in it, so a
+        proposer never touches the repository); by default, the worktree itself.
         Three git calls: `add -A` (new, deleted and renamed files included), `write-tree`,
         and one `diff --cached` whose -z raw block names every changed path and its mode.
         """
-        tree = self.snapshot()
+        tree = self.snapshot(source)
         out = git("diff", "--cached", "--no-renames", "--no-color", "--raw", "--numstat", "-z",
                   "-p", tip, cwd=self.worktree)
         # -z output: raw entries (":old new sha sha X" NUL path NUL), numstat entries
@@ -247,12 +249,24 @@ class Workspace:
         if dest.exists():
             shutil.rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        # Exports live inside the user's repository; a `.git` file pointing nowhere beside
+        # them stops git's discovery there, so a git command run in an export (without the
+        # sandbox, which hides the repository anyway) fails instead of reaching the user's.
+        stop = dest.parent / ".git"
+        if not stop.exists():
+            stop.write_text("gitdir: /nonexistent/autoresearch-export\n")
         git("checkout-index", "-a", "-f", f"--prefix={dest}/", cwd=self.worktree)
         return dest
 
-    def snapshot(self) -> str:
-        """Stage everything in the worktree and return its tree id (nothing is committed)."""
-        git("add", "-A", cwd=self.worktree)
+    def snapshot(self, source: Path | None = None) -> str:
+        """Stage everything in the worktree (or in the plain tree `source`, read as the
+        worktree's files) and return its tree id (nothing is committed)."""
+        if source is not None:
+            # Into the worktree's index, from files elsewhere: git reads them; the proposer's
+            # tree never holds a .git (one it wrote is ignored, as git ignores any `.git`).
+            git(f"--work-tree={source}", "add", "-A", cwd=self.worktree)
+        else:
+            git("add", "-A", cwd=self.worktree)
         return git("write-tree", cwd=self.worktree).strip()
 
     def commit(self, tree: str, parent: str, message: str) -> str:

@@ -32,10 +32,15 @@ from typing import Any
 
 from autoresearch.ledger import Experiment
 from autoresearch.proposers import register
-from autoresearch.proposers.base import Context, Proposal, Proposer, ProposerError
+from autoresearch.proposers.base import (
+    Context,
+    Proposal,
+    Proposer,
+    ProposerError,
+    run_in_sandbox,
+)
 from autoresearch.proposers.options import check_known, get_num, get_str
 from autoresearch.proposers.render import check_prompt_dir, load_template, variables
-from autoresearch.runner import run_command
 from autoresearch.task import ConfigError, TaskSpec
 
 OPTIONS = ("agent", "command", "model", "timeout", "prompt_dir", "history")
@@ -136,8 +141,9 @@ class AgentProposer(Proposer):
         env = {**os.environ, "AUTORESEARCH_PROMPT_FILE": str(prompt_file),
                "AUTORESEARCH_EXPERIMENT": str(context.experiment_id)}
         try:
-            res = run_command(argv, context.workdir, out_file, self.timeout, env,
-                              merge_stderr=False, stdin=prompt_file, grace=self.kill_grace)
+            res = run_in_sandbox(context, argv, out_file, self.timeout, env,
+                                 writable=[self.scratch], readonly=[Path(argv[0]).resolve()],
+                                 stdin=prompt_file, grace=self.kill_grace)
         except OSError as exc:
             raise ProposerError(f"agent: cannot start {argv[0]}: {exc}") from exc
         code, timed_out, seconds = res.exit_code, res.timed_out, round(res.seconds, 3)

@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoresearch.execution.phase import Phase, PhaseRunner
+from autoresearch.execution.sandbox import Access
 from autoresearch.ledger import Experiment
+from autoresearch.runner import RunResult
 from autoresearch.task import MetricSpec
 
 
@@ -42,7 +45,7 @@ class Context:
     """Everything a proposer may know when it proposes experiment ``experiment_id``."""
 
     experiment_id: int
-    workdir: Path  # the experiment worktree; edit files here
+    workdir: Path  # a plain export of the incumbent (no .git); edit files here
     program: str  # text of program.md, the human's charter
     files: dict[str, str]  # editable path (relative) -> current content
     editable: tuple[str, ...]  # the editable globs
@@ -51,6 +54,10 @@ class Context:
     history: tuple[Experiment, ...]  # ledger records, oldest first
     last_failure: str | None = None  # log tail of the most recent crash/timeout
     feedback: str | None = None  # why the previous proposal was rejected (invalid, duplicate)
+    # Harness-side only, never shown to a proposer's process: where to read git history
+    # (kept diffs), and the sandboxed runner that proposer commands must go through.
+    repo: Path | None = None
+    phases: PhaseRunner | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,3 +102,19 @@ class Proposer(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (processes, clients)."""
+
+
+def run_in_sandbox(context: Context, command: str | Sequence[str], log: Path, timeout: float,
+                   env: dict[str, str], *, writable: Sequence[Path] = (),
+                   readonly: Sequence[Path] = (), stdin: Path | None = None,
+                   grace: float = 5.0) -> RunResult:
+    """Run a proposer's command in `context.workdir` through the harness's phase runner.
+
+    The proposer phase keeps the network (LLM agents need their API) but sees only the
+    export it edits, the system and the venv read-only, and what `writable`/`readonly`
+    add (its scratch folder, its own executable). Stderr goes to `log` + `.err`.
+    """
+    phases = context.phases or PhaseRunner()
+    access = Access(writable=tuple(writable), readonly=tuple(readonly), network=True)
+    return phases.run(Phase("propose", command, context.workdir, log, timeout, env, access,
+                            merge_stderr=False, stdin=stdin, grace=grace))

@@ -2,12 +2,15 @@
 
 Contract with the executable:
 
-- it runs with its working directory set to the experiment worktree, in its own
-  process group, killed with its whole tree after `timeout` seconds (default 600);
+- it runs with its working directory set to a plain export of the incumbent (no
+  `.git`), inside the phase sandbox (network on, the system and venv read-only,
+  its own executable and the context file readable, nothing else of yours), in
+  its own process group, killed with its whole tree after `timeout` seconds
+  (default 600);
 - ``AUTORESEARCH_CONTEXT`` names a JSON file with the context (program, editable
   files, ledger history, last failure, feedback); ``AUTORESEARCH_EXPERIMENT``
   holds the experiment number;
-- it edits files in place; the harness diffs the worktree and rejects anything
+- it edits files in place; the harness diffs the export and rejects anything
   outside the mutable surface;
 - the last non-empty line it prints on stdout is the description; stderr goes
   to the log only;
@@ -25,8 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.proposers import register
-from autoresearch.proposers.base import Context, Proposal, Proposer, ProposerError
-from autoresearch.runner import log_tail, run_command
+from autoresearch.proposers.base import (
+    Context,
+    Proposal,
+    Proposer,
+    ProposerError,
+    run_in_sandbox,
+)
+from autoresearch.runner import log_tail
 from autoresearch.task import ConfigError, TaskSpec
 
 _OPTIONS = {"command", "timeout"}
@@ -68,7 +77,8 @@ class CommandProposer(Proposer):
         env = dict(os.environ, AUTORESEARCH_CONTEXT=str(ctx_file),
                    AUTORESEARCH_EXPERIMENT=str(context.experiment_id))
         cmd = shlex.join([str(self.exe), *self.argv[1:]])
-        res = run_command(cmd, context.workdir, out, self.timeout, env, merge_stderr=False)
+        res = run_in_sandbox(context, cmd, out, self.timeout, env, writable=[self._tmp],
+                             readonly=[Path(str(self.exe)).resolve()])
         if res.timed_out:
             return Proposal("(proposer timed out)",
                             error=f"proposer command killed after {self.timeout:.0f}s")

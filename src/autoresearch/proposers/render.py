@@ -105,7 +105,8 @@ def variables(context: Context, history_limit: int, with_diffs: bool = True) -> 
         "time_budget": f"{context.time_budget:g}",
         "editable": ", ".join(paths or context.editable),
         "history": history_text(context.history, history_limit),
-        "kept_diffs": kept_diffs(context.workdir, context.history, paths) if with_diffs else NONE,
+        "kept_diffs": (kept_diffs(context.repo or context.workdir, context.history, paths)
+                       if with_diffs else NONE),
         "last_failure": fence(context.last_failure.strip()) if context.last_failure else NONE,
         "feedback": context.feedback.strip() if context.feedback else NONE,
         "files": files_text(context.files),

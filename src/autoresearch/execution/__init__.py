@@ -1,0 +1,1 @@
+"""Where phases run: the sandbox boundary, the one phase runner, the split evaluator."""

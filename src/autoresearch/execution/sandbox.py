@@ -1,0 +1,177 @@
+"""The OS boundary around every phase: what a phase can see, write and reach.
+
+Proposer, run, evaluate (scorer and model servers), holdout and checks all go
+through `Sandbox.wrap`. With bubblewrap (`bwrap`, Linux) a phase gets:
+
+- a read-only view of the system (/usr, /etc, /sys) and of the Python
+  installation the harness runs from (its venv and base interpreter), so a
+  `.pth` or `sitecustomize` planted in the venv is impossible, not detected;
+- its own export as the only writable tree (plus what `Access.writable`
+  names), a private, empty, size-capped `/tmp` and `$HOME`;
+- the task's read-only data, minus the evaluation-only paths, which are
+  masked for every phase but the trusted scorer;
+- no `.git` and no state directory (ledger, logs, refs): only the plain
+  exported tree is mounted;
+- new PID, IPC, UTS and (unless the phase needs it) network namespaces, with
+  die-with-parent: when the phase's main process ends, the kernel kills every
+  process left in its PID namespace, `setsid` daemons included.
+
+Without bwrap (macOS, containers without user namespaces) `mode` is "none":
+phases run as plain processes in their own process group, and the in-process
+checks of `autoresearch.integrity` are the only defence. `protections_off()`
+says so in words the harness prints at start.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoresearch.task import ConfigError
+
+MODES = ("auto", "required", "none")
+# System trees every phase may read. /bin, /lib... are symlinks into /usr on merged-usr
+# systems; they are re-created as symlinks, or bound read-only where they are real.
+_SYSTEM = ("/usr", "/etc", "/sys", "/opt")
+_ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Files under /etc that a phase has no business reading (bound over with /dev/null).
+_SECRETS = ("/etc/shadow", "/etc/gshadow")
+SANDBOX_HOME = "/tmp/home"
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one phase may see and touch, beyond the system and the interpreter."""
+
+    writable: tuple[Path, ...] = ()  # bound read-write at their own paths (cwd is added)
+    readonly: tuple[Path, ...] = ()  # bound read-only at their own paths
+    hidden: tuple[Path, ...] = ()  # masked even where a readonly tree contains them
+    network: bool = False
+
+
+@functools.lru_cache(maxsize=1)
+def bwrap_works() -> str | None:
+    """Why bubblewrap cannot be used here, or None when it works (probed once)."""
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return "bubblewrap (bwrap) is not installed"
+    probe = subprocess.run([exe, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent",
+                            "--", "/bin/true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"bwrap cannot create namespaces here ({probe.stderr.strip()[:200]})"
+    return None
+
+
+def _python_roots() -> list[Path]:
+    """The interpreter, its standard library and site-packages (editable installs too)."""
+    roots = {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    roots |= {Path(p) for p in sys.path if p and Path(p).is_dir()}
+    roots.add(Path(sys.executable).resolve().parent.parent)
+    out: set[Path] = set()
+    for root in roots:
+        real = root.resolve()
+        out.add(real)
+        if root.absolute() != real:
+            out.add(root.absolute())
+    return _outermost(sorted(out))
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """Drop paths already inside another one of the list."""
+    kept: list[Path] = []
+    for p in sorted(set(paths), key=lambda q: len(q.parts)):
+        if not any(k == p or k in p.parents for k in kept):
+            kept.append(p)
+    return sorted(kept)
+
+
+class Sandbox:
+    """Builds the argv that runs a command inside the phase boundary."""
+
+    def __init__(self, mode: str = "auto", expose: Sequence[Path] = (),
+                 tmp_mb: int = 4096):
+        if mode not in MODES:
+            raise ConfigError(f"sandbox: expected one of {', '.join(MODES)}, got {mode!r}")
+        problem = bwrap_works() if mode != "none" else "turned off (sandbox = \"none\")"
+        if problem and mode == "required":
+            raise ConfigError(f"sandbox = \"required\", but {problem}. Install bubblewrap "
+                              "(Debian/Ubuntu: apt-get install bubblewrap) on Linux with user "
+                              "namespaces, or set sandbox = \"auto\" to run without it.")
+        self.active = problem is None
+        self.problem = problem
+        self.expose = tuple(expose)
+        self.tmp_mb = tmp_mb
+        self._python = _python_roots()
+
+    @property
+    def mode(self) -> str:
+        return "bwrap" if self.active else "none"
+
+    def protections_off(self) -> list[str]:
+        """What is not enforced in this mode, for the start-up message."""
+        if self.active:
+            return []
+        return [f"no OS sandbox: {self.problem}",
+                "phases can read anything the user can (eval-only data reads are detected "
+                "by access time only) and write outside their export (only the harness's "
+                "own files are snapshotted and restored)",
+                "a daemon that leaves the process group is found by its environment only",
+                "the venv is writable: a planted .pth file would reach later phases"]
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        """The environment as the phase sees it: a private home and temp dir."""
+        if not self.active:
+            return env
+        out = {**env, "HOME": SANDBOX_HOME, "TMPDIR": "/tmp"}
+        out.pop("AUTORESEARCH_STATE", None)  # the state directory is not there to find
+        return out
+
+    def wrap(self, command: str | Sequence[str], cwd: Path, access: Access) -> list[str] | str:
+        """`command` as run for a phase in `cwd` with `access`; unchanged when inactive."""
+        if not self.active:
+            return command if isinstance(command, str) else list(command)
+        argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
+        if access.network:
+            argv.append("--share-net")
+        for path in _SYSTEM:
+            if os.path.isdir(path):
+                argv += ["--ro-bind", path, path]
+        for link in _ROOT_LINKS:
+            if os.path.islink(link):
+                argv += ["--symlink", os.readlink(link), link]
+            elif os.path.isdir(link):
+                argv += ["--ro-bind", link, link]
+        for secret in _SECRETS:
+            if os.path.exists(secret):
+                argv += ["--ro-bind", "/dev/null", secret]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        for dev in sorted(Path("/dev").glob("nvidia*")) + [Path("/dev/dri")]:
+            argv += ["--dev-bind-try", str(dev), str(dev)]
+        # A private /tmp (home inside it), capped: a phase cannot fill the disk through it.
+        argv += ["--size", str(self.tmp_mb * 2**20), "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
+        for root in self._python:
+            argv += ["--ro-bind", str(root), str(root)]
+        for p in (*self.expose, *access.readonly):
+            argv += ["--ro-bind-try", str(p), str(p)]
+        for p in access.hidden:  # after the readonly binds that may contain them
+            if p.is_dir():
+                argv += ["--tmpfs", str(p)]
+            elif p.exists():
+                argv += ["--ro-bind", "/dev/null", str(p)]
+        for p in _outermost([cwd, *access.writable]):
+            argv += ["--bind", str(p), str(p)]
+        argv += ["--chdir", str(cwd), "--"]
+        if isinstance(command, str):
+            return [*argv, "/bin/sh", "-c", command]
+        return [*argv, *command]
+
+    def describe(self, command: str | Sequence[str]) -> str:
+        """A command as a person would type it (for logs)."""
+        return command if isinstance(command, str) else shlex.join(command)
