@@ -36,9 +36,10 @@ from autoresearch.measure import (
 from autoresearch.proposers.base import Context, Proposal, Proposer
 from autoresearch.resume import protected_hashes, recover
 from autoresearch.runner import log_tail
+from autoresearch.scope import scope_problem
 from autoresearch.simplicity import lines_delta
 from autoresearch.task import TaskSpec
-from autoresearch.workspace import Workspace, matches, sha256
+from autoresearch.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Loop:
         self._pending: dict[str, Any] = {}
         self._tip = ""  # the run branch's commit, tracked here to save a git call per step
         self._trees: dict[str, Experiment] = {}  # evaluated tree -> first experiment with it
+        self._start_sizes: dict[str, int | None] = {}  # editable path -> size at the baseline
 
     # -- entry point --------------------------------------------------------------
     def run(self) -> str:
@@ -249,17 +251,12 @@ class Loop:
                        workdir: Path) -> str | None:
         if proposal.error:
             return f"proposer failed: {proposal.error}"
-        if not changed:
-            return "the proposal changed nothing"
-        outside = [p for p in changed if not matches(p, self.task.editable)]
-        if outside:
-            return ("changes outside the mutable surface " f"({', '.join(self.task.editable)}): "
-                    + ", ".join(outside))
-        now = {name: sha256(workdir / name) for name in self.task.protected}
-        tampered = [n for n, h in now.items() if h != self._protected_hashes.get(n)]
-        if tampered:
-            return "protected files changed: " + ", ".join(tampered)
-        return None
+        start = self.ledger.kept()[0].commit if self.ledger.kept() else self._tip
+        for path in changed:  # sizes in the baseline never change: one git call per path
+            if path not in self._start_sizes:
+                self._start_sizes[path] = self.ws.blob_size(start, path)
+        return scope_problem(changed, workdir, self.task.editable, self._protected_hashes,
+                             self._start_sizes)
 
     def _experiment(self) -> None:
         exp_id = self.ledger.next_id()

@@ -94,8 +94,8 @@ class Guards:
                           hidden=self.eval_only, network=self.network)
         if role == "check":
             return Access(readonly=self.readonly, hidden=self.eval_only, network=self.network)
-        if role == "model":
-            return Access(readonly=(*self.readonly, self.handover), hidden=self.eval_only)
+        if role == "model":  # weights and code only: no data to train further on
+            return Access(readonly=(self.handover,), hidden=self.eval_only)
         if role == "scorer":
             return Access(readonly=(*self.readonly, *self.eval_only, self.handover))
         raise ValueError(role)

@@ -313,5 +313,10 @@ class Workspace:
     def set_branch(self, commit: str) -> None:
         git("update-ref", f"refs/heads/{self.branch}", commit, cwd=self.root)
 
+    def blob_size(self, commit: str, path: str) -> int | None:
+        """Size in bytes of `path` in `commit`, or None where it does not exist there."""
+        out = git("cat-file", "-s", f"{commit}:{path}", cwd=self.root, check=False).strip()
+        return int(out) if out.isdigit() else None
+
     def hashes(self, names: tuple[str, ...]) -> dict[str, str]:
         return {name: sha256(self.worktree / name) for name in names}
