@@ -18,8 +18,18 @@ from rich.markup import escape
 
 from autoresearch.ledger import Ledger, LedgerError
 from autoresearch.proposers import ProposerError, available, make_proposer
+from autoresearch.seal import (
+    PIN_NAME,
+    changed_keys,
+    digest,
+    key_path,
+    make_key,
+    read_key,
+    read_pin,
+    write_pin,
+)
 from autoresearch.task import CONFIG_NAME, ConfigError, MetricSpec, TaskSpec, load_task
-from autoresearch.workspace import STATE_DIR, WorkspaceError, git
+from autoresearch.workspace import STATE_DIR, Workspace, WorkspaceError, git
 
 console = Console(stderr=True)
 
@@ -84,11 +94,50 @@ def _load(args: argparse.Namespace) -> TaskSpec:
     return load_task(_config_path(args))
 
 
+def _check_tag(ws: Workspace, task: TaskSpec, config: Path, accept: bool) -> str | None:
+    """Before anything runs: the tag's ledger must verify, and the task file must be the
+    one pinned when the tag started. A fresh tag is pinned here. Returns what was
+    accepted, in words, or None."""
+    key_file = key_path(ws.git_dir, ws.tag)
+    rows = Ledger(ws.state, task.metric.name, key_file).read()  # raises; writes nothing
+    pin_file = ws.state / PIN_NAME
+    pin = read_pin(pin_file, read_key(key_file))
+    data = config.read_bytes()
+    again = f"`autoresearch run --tag {ws.tag} --accept-task-change`"
+    if pin is not None and pin.sealed and pin.sha256 == digest(data):
+        return None
+    if pin is not None and not pin.sealed:
+        if not accept:
+            raise LedgerError(
+                f"{pin_file} does not verify, so the task file tag {ws.tag} started with is "
+                f"unknown. Nothing was adopted. If {config.name} as it is now is the tag's "
+                f"task, {again} pins it again.")
+        note = f"{pin_file} did not verify; {config.name} is pinned as it is now"
+    elif pin is None:
+        if rows and not accept:
+            raise ConfigError(
+                f"{pin_file} is missing, but tag {ws.tag} has {len(rows)} experiments, so "
+                f"{config.name} cannot be checked against the task they were judged by. "
+                f"Nothing was run. Next: {again} pins {config.name} as it is now.")
+        note = f"{config.name} is pinned as it is now (the pin was missing)" if rows else ""
+    else:
+        keys = ", ".join(changed_keys(pin.text, data.decode("utf-8"))) or \
+            "comments or formatting only"
+        if not accept:
+            raise ConfigError(
+                f"{config} changed since tag {ws.tag} started; changed: {keys}. Nothing was "
+                "run: every experiment of a tag is judged by one task. Next: restore the file "
+                f"(the pinned text is in {pin_file}), start a new --tag, or {again} to go "
+                "on under the new file.")
+        note = f"accepted the change to {config.name} ({keys}); it is pinned from now on"
+    write_pin(pin_file, make_key(key_file), data)
+    return note or None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from autoresearch.decide import make_policy
     from autoresearch.display import Display
     from autoresearch.loop import Loop, LoopOptions
-    from autoresearch.workspace import Workspace
 
     task = _load(args)
     if args.time_budget is not None:
@@ -112,6 +161,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     ws.assert_clean()
     ws.assert_tracked([_config_path(args).relative_to(task.root).as_posix(), task.program,
                        *task.protected], task.editable)
+    with ws.lock():  # released before the loop takes it again; meanwhile no harness writes
+        note = _check_tag(ws, task, _config_path(args), args.accept_task_change)
+    if note:
+        console.print(f"Task file: {escape(note)}.")
     proposer = make_proposer(args.proposer, task, {
         "provider": args.provider, "model": args.model, "base_url": args.base_url,
         "agent": args.agent})
@@ -149,8 +202,19 @@ def _open_tag(args: argparse.Namespace) -> tuple[str, Ledger, MetricSpec, Path]:
         raise ConfigError(f"no ledger for tag {tag!r} in {base} (tags: {known}).")
     meta = json.loads((state / "meta.json").read_text()) if (state / "meta.json").exists() else {}
     metric = MetricSpec(meta.get("metric", "metric"), meta.get("direction", "minimize"))
-    ledger = Ledger(state, metric.name)
-    ledger.load()
+    # Read-only: a harness may be running on the tag, and its own stat check of the ledger
+    # must not see us. A ledger that does not verify is still shown, with a warning.
+    common = git("rev-parse", "--git-common-dir", cwd=state.parent.parent, check=False).strip()
+    ledger = Ledger(state, metric.name, key_path((state.parent.parent / common).resolve(), tag)
+                    if top and common else None)
+    try:
+        ledger.read()
+    except LedgerError as exc:
+        console.print(f"[yellow]warning:[/] {escape(exc.problem)}. Shown as found, "
+                      f"unverified; `autoresearch rebuild --tag {tag}` rebuilds it from the "
+                      "harness's commits.", highlight=False)
+        ledger = Ledger(state, metric.name)
+        ledger.read()
     return tag, ledger, metric, state
 
 
@@ -169,6 +233,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else state / "progress.png"
     plot_progress(progress_data(ledger.experiments, metric), metric, out, f"autoresearch/{tag}")
     console.print(f"Wrote {out}")
+    return 0
+
+
+# -- rebuild -------------------------------------------------------------------------
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from autoresearch.rebuild import rebuild
+
+    ws = Workspace(Path.cwd(), args.tag)
+    if not ws.state.exists() and not ws.branch_exists():
+        raise ConfigError(f"no tag {args.tag!r} here: neither {ws.state} nor the branch "
+                          f"{ws.branch} exists.")
+    with ws.lock():
+        done = rebuild(ws, _config_path(args), force=args.force)
+    for path in done.moved:
+        console.print(f"Set aside (not deleted): {path}")
+    console.print(
+        f"Rebuilt {len(done.records)} records from the harness's commits ({done.kept} on "
+        f"{ws.branch}, {done.discarded} under refs/autoresearch/{ws.tag}/discarded/), sealed "
+        f"with a fresh key in {key_path(ws.git_dir, ws.tag)}.")
+    if done.missing:
+        console.print(f"No commit holds experiments {', '.join(map(str, done.missing))} "
+                      "(a re-measure has none): they are not in the rebuilt ledger.")
+    console.print("Not recoverable from commits: holdout scores, secondary metrics, logs, "
+                  "timings, costs and decision evidence (noise samples). Metrics are the "
+                  "6-decimal values in the commit messages; rebuilt records carry "
+                  'evidence {"rebuilt": true}.', highlight=False)
+    console.print(f"Task file: {escape(done.pin)}.")
+    console.print(f"Next: `autoresearch run --tag {ws.tag}` resumes from the rebuilt ledger.")
     return 0
 
 
@@ -202,7 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default) or strict (Karpathy's: any improvement)")
     for flag in ("--provider", "--model", "--base-url", "--agent"):
         r.add_argument(flag, help="proposer option (see docs/proposers.md)")
+    r.add_argument("--accept-task-change", action="store_true", help="go on under a task "
+                   "file that changed since the tag started (it is pinned from then on)")
     r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("rebuild", help="set aside a ledger that does not verify and rebuild "
+                       "it from the harness's commits")
+    b.add_argument("--tag", required=True, help="run name")
+    b.add_argument("--config", help=f"task file to pin if the old pin is unusable "
+                   f"(default: ./{CONFIG_NAME})")
+    b.add_argument("--force", action="store_true",
+                   help="rebuild even a ledger that verifies (its holdouts and logs are lost)")
+    b.set_defaults(func=cmd_rebuild)
 
     for name, func, helptext in (("status", cmd_status, "table of a tag's experiments"),
                                  ("report", cmd_report, "write the progress plot")):

@@ -14,6 +14,8 @@ leaves one of these states, each repaired here before anything new starts:
 
 Nothing is lost (the interrupted diff is kept) and nothing is counted twice
 (the row id comes from pending.json, and a row that exists is never redone).
+Nothing forged is adopted either: the ledger's seal chain is verified first, and a
+ledger that fails it stops the start before anything is repaired.
 """
 
 from __future__ import annotations
@@ -25,15 +27,20 @@ from pathlib import Path
 
 from autoresearch.ledger import Experiment, Ledger
 from autoresearch.runner import kill_marked, sweep_orphans
+from autoresearch.seal import key_path
 from autoresearch.workspace import Workspace
 
 
 def recover(ws: Workspace, ledger: Ledger, pending_path: Path, metric_name: str) -> str:
-    """Repair the tag's state after any stop; return the run branch's commit."""
+    """Repair the tag's state after any stop; return the run branch's commit.
+
+    Raises LedgerError, before changing anything, if the ledger's seals do not verify."""
+    if ledger.key_path is None:  # the harness never works on a ledger it cannot verify
+        ledger.key_path = key_path(ws.git_dir, ws.tag)
+    ledger.load()
     ws.ignore_state_dir()
     if not ws.branch_exists():
         ws.create_branch()
-    ledger.load()
     pending = json.loads(pending_path.read_text() or "{}") if pending_path.exists() else None
     if pending and pending.get("pgid"):
         sweep_orphans(int(pending["pgid"]), ws.state)

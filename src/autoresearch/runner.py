@@ -307,6 +307,12 @@ def run_command(
         except psutil.Error:
             continue
     leftovers = [p for p in candidates.values() if p.pid != proc.pid and _alive(p)]
+    # A process already being torn down (a sandbox's PID namespace dies just after its
+    # main process) is not a leftover: give the kernel a moment before counting.
+    settle = time.monotonic() + 1.0
+    while leftovers and not stopped and time.monotonic() < settle:
+        time.sleep(0.02)
+        leftovers = [p for p in leftovers if _alive(p)]
     if stopped or leftovers or group_alive(pgid):
         kill_group(pgid, leftovers, grace=grace if stopped else 1.0, reap=proc.poll)
     proc.wait()
