@@ -34,7 +34,7 @@ from typing import Any
 
 from autoresearch.execution.evaluate import split_evaluate
 from autoresearch.execution.phase import Phase, PhaseRunner
-from autoresearch.execution.sandbox import Access, Sandbox
+from autoresearch.execution.sandbox import Access, Sandbox, covers
 from autoresearch.integrity import Canaries, Tripwire, expand, network_prefix, tampered
 from autoresearch.ledger import Experiment
 from autoresearch.metrics import parse_metrics, read_metric
@@ -113,7 +113,14 @@ def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None],
     if missing:
         raise ConfigError(f"eval_only/readonly: {', '.join(missing)} does not exist. Prepare "
                           "the data first (e.g. `python prepare.py`), or fix the path.")
-    sandbox = Sandbox(task.sandbox, [expand(p) for p in task.sandbox_expose])
+    sandbox = Sandbox(task.sandbox, [expand(p) for p in task.sandbox_expose],
+                      forbidden=(ws.git_dir, ws.state))
+    for path in [*readonly, *eval_only, *sandbox.expose]:
+        hidden = covers(path, sandbox.forbidden)
+        if hidden:
+            raise ConfigError(f"readonly/eval_only/sandbox_expose: {path} contains {hidden}, "
+                              "which no phase may see (the repository's .git or the ledger). "
+                              "List the data directory itself.")
     canaries = Canaries(eval_only)
     if canaries.files and not sandbox.active and \
             not Canaries.supported(canaries.files[0].parent):

@@ -177,3 +177,22 @@ def test_required_refuses_without_bwrap(monkeypatch: pytest.MonkeyPatch) -> None
         Sandbox("required")
     auto = Sandbox("auto")
     assert not auto.active and any("no OS sandbox" in p for p in auto.protections_off())
+
+
+def test_the_harness_directory_is_never_a_python_root(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m autoresearch` puts its cwd (the user's repository) on sys.path; a phase
+    must not get that mounted as part of the interpreter."""
+    from autoresearch.execution import sandbox as mod
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod._python_roots.cache_clear()
+    try:
+        roots = mod._python_roots()
+    finally:
+        mod._python_roots.cache_clear()
+    assert all(r != tmp_path and r not in tmp_path.parents for r in roots), roots
+    box = Sandbox("required", forbidden=(tmp_path / ".git",))
+    with pytest.raises(Exception, match="no phase may see"):
+        box.wrap("true", tmp_path / "export", Access(readonly=(tmp_path,)))

@@ -25,6 +25,7 @@ says so in words the harness prints at start.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shlex
 import shutil
@@ -69,18 +70,37 @@ def bwrap_works() -> str | None:
     return None
 
 
-def _python_roots() -> list[Path]:
-    """The interpreter, its standard library and site-packages (editable installs too)."""
+@functools.lru_cache(maxsize=1)
+def _python_roots() -> tuple[Path, ...]:
+    """The interpreter, its standard library and site-packages (editable installs too).
+
+    Taken from a fresh interpreter started in `/`, not from our own `sys.path`: that
+    holds the directory the harness was started in (the user's repository, with its
+    .git and ledger), which must never be mounted into a phase.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = subprocess.run([sys.executable, "-c", "import sys, json; print(json.dumps(sys.path))"],
+                           cwd="/", env=env, capture_output=True, text=True)
+    paths = json.loads(probe.stdout) if probe.returncode == 0 else []
     roots = {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    roots |= {Path(p) for p in sys.path if p and Path(p).is_dir()}
+    roots |= {Path(p) for p in paths if p not in ("", "/") and Path(p).is_dir()}
     roots.add(Path(sys.executable).resolve().parent.parent)
     out: set[Path] = set()
     for root in roots:
-        real = root.resolve()
-        out.add(real)
-        if root.absolute() != real:
+        out.add(root.resolve())
+        if root.absolute() != root.resolve():
             out.add(root.absolute())
-    return _outermost(sorted(out))
+    return tuple(_outermost(sorted(out)))
+
+
+def covers(path: Path, forbidden: Sequence[Path]) -> Path | None:
+    """The forbidden path that mounting `path` would expose (it or an ancestor), or None."""
+    path = path.resolve()
+    for f in forbidden:
+        f = f.resolve()
+        if f == path or path in f.parents:
+            return f
+    return None
 
 
 def _outermost(paths: list[Path]) -> list[Path]:
@@ -96,7 +116,7 @@ class Sandbox:
     """Builds the argv that runs a command inside the phase boundary."""
 
     def __init__(self, mode: str = "auto", expose: Sequence[Path] = (),
-                 tmp_mb: int = 4096):
+                 tmp_mb: int = 4096, forbidden: Sequence[Path] = ()):
         if mode not in MODES:
             raise ConfigError(f"sandbox: expected one of {', '.join(MODES)}, got {mode!r}")
         problem = bwrap_works() if mode != "none" else "turned off (sandbox = \"none\")"
@@ -108,7 +128,9 @@ class Sandbox:
         self.problem = problem
         self.expose = tuple(expose)
         self.tmp_mb = tmp_mb
-        self._python = _python_roots()
+        # Never mounted, whatever asks for it: the repository's .git, the tag's state.
+        self.forbidden = tuple(forbidden)
+        self._python = [r for r in _python_roots() if not covers(r, self.forbidden)]
 
     @property
     def mode(self) -> str:
@@ -159,6 +181,10 @@ class Sandbox:
         for root in self._python:
             argv += ["--ro-bind", str(root), str(root)]
         for p in (*self.expose, *access.readonly):
+            if covers(p, self.forbidden):
+                raise ConfigError(f"{p} contains {covers(p, self.forbidden)}, which no phase "
+                                  "may see (the repository's .git or the ledger). List the "
+                                  "data directory itself in readonly/sandbox_expose.")
             argv += ["--ro-bind-try", str(p), str(p)]
         for p in access.hidden:  # after the readonly binds that may contain them
             if p.is_dir():
@@ -167,7 +193,9 @@ class Sandbox:
                 argv += ["--ro-bind", "/dev/null", str(p)]
         for p in _outermost([cwd, *access.writable]):
             argv += ["--bind", str(p), str(p)]
-        argv += ["--chdir", str(cwd), "--"]
+        # Everything not bound writable above is read-only, the sandbox's own root too: a
+        # phase cannot fill memory by writing into it, nor leave files there.
+        argv += ["--remount-ro", "/", "--chdir", str(cwd), "--"]
         if isinstance(command, str):
             return [*argv, "/bin/sh", "-c", command]
         return [*argv, *command]
