@@ -170,12 +170,13 @@ def smallest_caught_fake(task: TaskSpec, slack: float) -> float:
 
 
 def eval_limit(baseline: Experiment) -> float | None:
-    """Seconds the evaluate phase may take: three times the baseline's, at least 30 s.
+    """Seconds the evaluate phase may take: five times the baseline's, at least 30 s.
 
-    Scoring a model is a fixed amount of work; a model that takes far longer than the
-    baseline's is doing something else (training on what it is sent, say)."""
+    Scoring is a fixed amount of work, and model servers hold no data to train on, so the
+    limit only needs to bound waste; it is loose because a shared machine's load can
+    triple a phase's time (measured here), and an honest run must not become invalid."""
     seconds = baseline.metrics.get("eval_seconds")
-    return max(30.0, 3.0 * float(seconds)) if seconds else None
+    return max(30.0, 5.0 * float(seconds)) if seconds else None
 
 
 def run_env(task: TaskSpec, tag: str, exp_id: int, seed: int) -> dict[str, str]:
@@ -336,6 +337,6 @@ def evaluate_phase(command: str, log: Path, env: dict[str, str], task: TaskSpec,
                                       guards.export(guards.scratch / "eval"), log, timeout, env,
                                       guards.access("scorer")), on_start, None, should_stop)
     if res.timed_out and limited:  # killed at the baseline-derived limit: a broken rule
-        return replace(res, violation=f"scoring took over {timeout:.0f}s, three times the "
+        return replace(res, violation=f"scoring took over {timeout:.0f}s, five times the "
                        "baseline's: a model may not work beyond answering its inputs")
     return res

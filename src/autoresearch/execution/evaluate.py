@@ -18,7 +18,7 @@ requests from the fd in `AUTORESEARCH_MODEL_IN` and writes responses to the fd i
 `AUTORESEARCH_MODEL_OUT`; the scorer finds them in `AUTORESEARCH_MODEL_FDS`
 ("r0,w0;r1,w1": it reads server k's responses from rk and writes its requests to wk).
 
-The whole phase is limited to `timeout` (after the baseline: three times the
+The whole phase is limited to `timeout` (after the baseline: five times the
 baseline's scoring time). A scorer killed there broke the limit (`violation`);
 servers are killed when the scorer ends, however it ends.
 """
