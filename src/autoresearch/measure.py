@@ -153,15 +153,15 @@ def allowance(task: TaskSpec, baseline: Experiment) -> float:
     """Seconds over the budget a run may take, derived from the baseline.
 
     The baseline's time beyond its budget is start-up and teardown (imports, data, saving
-    the model). A run may take that 1.5 times over, plus 5% of the budget and 5 s, for a
-    loaded machine. Training is timed by the run's own clock, so a run that fakes its clock
-    trains longer; it is caught when the extra time exceeds this allowance, i.e. for a fake
-    factor above `1 + allowance / budget` (`smallest_caught_fake`).
+    the model). A run may take that 1.5 times over, plus 5% of the budget, for a loaded
+    machine, and never less than 5 s. Training is timed by the run's own clock, so a run
+    that fakes its clock trains longer; it is caught when the extra time exceeds this
+    allowance, i.e. for a fake factor above `1 + allowance / budget` (`smallest_caught_fake`).
     """
     # Against the budget the baseline ran with: a resume may change --time-budget.
     ran_with = float(baseline.evidence.get("time_budget", task.time_budget))
     overhead = max(0.0, baseline.run_seconds - ran_with)
-    return max(5.0, 0.05 * task.time_budget + 1.5 * overhead + 5.0)
+    return max(5.0, 0.05 * task.time_budget + 1.5 * overhead)
 
 
 def smallest_caught_fake(task: TaskSpec, slack: float) -> float:
