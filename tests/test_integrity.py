@@ -69,6 +69,9 @@ def test_attacks_end_invalid_and_are_undone(tmp_path: Path) -> None:
     res = run_cli(repo, "run", "--tag", "a", "--proposer", "command:./propose.py",
                   "--max-experiments", str(len(ATTACKS)), env={"SECRET_DATA": str(secret)})
     assert res.returncode == 0, res.stderr
+    # The start says plainly what is not enforced without the sandbox.
+    assert "sandbox: OFF" in res.stdout + res.stderr and "venv is writable" in \
+        " ".join((res.stdout + res.stderr).split())
     rows = {r["id"]: r for r in ledger(repo, "a")}
     base = rows[0]
     assert base["status"] == "keep" and base["metric"] > 0.1
@@ -113,9 +116,13 @@ def test_attacks_fail_inside_the_sandbox(tmp_path: Path) -> None:
     rows = {r["id"]: r for r in ledger(repo, "a")}
     assert rows[0]["status"] == "keep"
     for exp_id in (1, 2, 3, 4):  # the ledger, a git hook, the worktree, eval-only data
-        reason = rows[exp_id]["reason"]
-        assert rows[exp_id]["status"] == "crash", (exp_id, reason)
-        assert "Read-only file system" in reason or "No such file or directory" in reason
+        # The path is not there (a crash), or a write to where it would be lands in the
+        # sandbox's private /tmp (these repositories live under /tmp) and is gone with it.
+        row = rows[exp_id]
+        assert row["status"] in ("crash", "discard"), (exp_id, row["reason"])
+        if row["status"] == "crash":
+            assert "Read-only file system" in row["reason"] or \
+                "No such file or directory" in row["reason"], row["reason"]
     assert rows[5]["status"] == "invalid" and "over budget" in rows[5]["reason"]
     assert rows[6]["status"] == "invalid" and "the run reported val_loss 1e-06" in \
         rows[6]["reason"]
