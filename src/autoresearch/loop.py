@@ -20,7 +20,6 @@ from typing import Any
 
 from autoresearch.decide import Candidate, Incumbent, Policy, Verdict
 from autoresearch.display import Display
-from autoresearch.execution.phase import Phase
 from autoresearch.integrity import Tripwire, tampered
 from autoresearch.ledger import FAILURES, Experiment, Ledger
 from autoresearch.measure import (
@@ -29,6 +28,7 @@ from autoresearch.measure import (
     eval_limit,
     make_guards,
     measure,
+    run_checks,
     run_env,
     score_holdout,
     smallest_caught_fake,
@@ -326,7 +326,9 @@ class Loop:
                 verdict = replace(verdict, status="discard",
                                   reason=f"not confirmed in {len(samples)} runs; {verdict.reason}")
             if verdict.status == "keep":
-                verdict = self._run_checks(base.id, verdict)
+                env = run_env(self.task, self.ws.tag, base.id, self.options.seed)
+                verdict = run_checks(self.task, self._guards, self.logs, base.id, env, verdict,
+                                     lambda: self._stop_requested)
         if verdict.status in ("crash", "timeout"):
             self._last_failure = log_tail(Path(m.log))
         value = sum(samples) / len(samples) if samples and m.status == "ok" else None
@@ -345,26 +347,6 @@ class Loop:
         env = run_env(self.task, self.ws.tag, exp_id, self.options.seed)
         return score_holdout(self.task, self.logs / f"{exp_id:04d}.holdout.log", env,
                              self._guards)
-
-    def _run_checks(self, exp_id: int, verdict: Verdict) -> Verdict:
-        env = run_env(self.task, self.ws.tag, exp_id, self.options.seed)
-        for j, check in enumerate(self.task.checks):
-            log = self.logs / f"{exp_id:04d}.check{j}.log"
-            self._guards.tripwire.arm()
-            res = self._guards.phases.run(
-                Phase("check", check, self.ws.export(self.ws.state / "scratch" / "check"), log,
-                      self.task.timeout, env, self._guards.access("check")),
-                should_stop=lambda: self._stop_requested)
-            changed = self._guards.tampered()
-            if changed:
-                return Verdict("invalid", f"check `{check}` changed {changed}", verdict.evidence)
-            if res.violation:
-                return Verdict("invalid", f"check `{check}`: {res.violation}", verdict.evidence)
-            if not res.ok:
-                why = "timed out" if res.timed_out else f"exited {res.exit_code}"
-                return Verdict("checks_failed", f"check `{check}` {why} (would have been kept: "
-                               f"{verdict.reason})\n{log_tail(log, 20)}", verdict.evidence)
-        return verdict
 
     def _maybe_remeasure(self) -> None:
         since = 0  # experiments judged on a metric since the last keep

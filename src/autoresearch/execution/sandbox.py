@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -130,11 +129,8 @@ class Sandbox:
         self.tmp_mb = tmp_mb
         # Never mounted, whatever asks for it: the repository's .git, the tag's state.
         self.forbidden = tuple(forbidden)
-        self._python = [r for r in _python_roots() if not covers(r, self.forbidden)]
-
-    @property
-    def mode(self) -> str:
-        return "bwrap" if self.active else "none"
+        self._python = ([r for r in _python_roots() if not covers(r, self.forbidden)]
+                        if self.active else [])
 
     def protections_off(self) -> list[str]:
         """What is not enforced in this mode, for the start-up message."""
@@ -199,7 +195,3 @@ class Sandbox:
         if isinstance(command, str):
             return [*argv, "/bin/sh", "-c", command]
         return [*argv, *command]
-
-    def describe(self, command: str | Sequence[str]) -> str:
-        """A command as a person would type it (for logs)."""
-        return command if isinstance(command, str) else shlex.join(command)
