@@ -18,6 +18,7 @@ pytest.importorskip("torch")
 pytest.importorskip("rustbpe")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import attacks  # noqa: E402
+from test_loop import processes_under  # noqa: E402
 
 from autoresearch.execution.sandbox import bwrap_works  # noqa: E402
 
@@ -73,6 +74,11 @@ def test_nothing_reached_the_users_files(suite: tuple[Path, list[dict]]) -> None
     assert not list((repo / ".git" / "hooks").glob("post-commit"))
     assert not any(Path(d, "zz_autoresearch.pth").exists() for d in site.getsitepackages())
     assert not Path.home().joinpath("ar-carry.pt").exists()
+    # No process of any experiment outlived it (the daemons of the escape attack).
+    left = processes_under(repo)
+    for proc in left:
+        proc.kill()
+    assert left == []
     ledger = repo / ".autoresearch" / "attacks" / "results.jsonl"
     lines = ledger.read_text().splitlines()
     assert all(line.startswith("{") for line in lines)  # no "forged" line from a daemon
