@@ -41,7 +41,6 @@ def test_sees_only_its_export_and_the_system(tmp_path: Path) -> None:
     res, out = _run(tmp_path, f"""
 import os
 print("state", os.path.exists({str(secret)!r}))
-print("home", sorted(os.listdir(os.environ["HOME"])))
 print("tmp", sorted(os.listdir("/tmp")))
 print("around", sorted(os.listdir({str(tmp_path)!r})))
 print("root", os.path.exists("/root/.bashrc"))
@@ -49,8 +48,8 @@ print("cwd", sorted(os.listdir(".")))
 """)
     assert res.exit_code == 0, out
     assert "state False" in out and "root False" in out
-    # /tmp is private: home, plus the empty path down to the export, nothing beside it.
-    assert "home []" in out and "'home'" in out and "around ['export']" in out
+    # /tmp is private: the empty path down to the export, nothing beside it.
+    assert "around ['export']" in out
     assert "cwd ['probe.py']" in out
 
 
@@ -196,3 +195,24 @@ def test_the_harness_directory_is_never_a_python_root(tmp_path: Path,
     box = Sandbox("required", forbidden=(tmp_path / ".git",))
     with pytest.raises(Exception, match="no phase may see"):
         box.wrap("true", tmp_path / "export", Access(readonly=(tmp_path,)))
+
+
+def test_home_is_private_but_keeps_the_data_listed_under_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task that reads `~/.cache/...` (the GPT template's default cache) finds its data
+    there in the sandbox, and nothing else of the user's home."""
+    home = tmp_path / "home"
+    (home / ".cache" / "data").mkdir(parents=True)
+    (home / ".cache" / "data" / "shard.txt").write_text("tokens")
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "id_rsa").write_text("secret")
+    monkeypatch.setenv("HOME", str(home))
+    res, out = _run(tmp_path, """
+import os
+print("data", open(os.path.expanduser("~/.cache/data/shard.txt")).read())
+print("ssh", os.path.exists(os.path.expanduser("~/.ssh/id_rsa")))
+open(os.path.expanduser("~/scratch.txt"), "w").write("gone after the phase")
+""", Access(readonly=(home / ".cache" / "data",)), env={"HOME": str(home)})
+    assert res.exit_code == 0, out
+    assert "data tokens" in out and "ssh False" in out
+    assert not (home / "scratch.txt").exists()

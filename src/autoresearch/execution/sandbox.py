@@ -7,7 +7,8 @@ through `Sandbox.wrap`. With bubblewrap (`bwrap`, Linux) a phase gets:
   installation the harness runs from (its venv and base interpreter), so a
   `.pth` or `sitecustomize` planted in the venv is impossible, not detected;
 - its own export as the only writable tree (plus what `Access.writable`
-  names), a private, empty, size-capped `/tmp` and `$HOME`;
+  names), a private, empty, size-capped `/tmp` and `$HOME` (at the home's own
+  path, holding only the read-only data the task lists under it);
 - the task's read-only data, minus the evaluation-only paths, which are
   masked for every phase but the trusted scorer;
 - no `.git` and no state directory (ledger, logs, refs): only the plain
@@ -43,7 +44,6 @@ _SYSTEM = ("/usr", "/etc", "/sys", "/opt")
 _ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # Files under /etc that a phase has no business reading (bound over with /dev/null).
 _SECRETS = ("/etc/shadow", "/etc/gshadow")
-SANDBOX_HOME = "/tmp/home"
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,14 @@ def _python_roots() -> tuple[Path, ...]:
         if root.absolute() != root.resolve():
             out.add(root.absolute())
     return tuple(_outermost(sorted(out)))
+
+
+def _home() -> Path | None:
+    """The user's home directory, where a private one can be mounted (not `/` or /tmp)."""
+    home = Path(os.path.expanduser("~")).absolute()
+    if home in (Path("/"), Path("/tmp")) or not home.is_dir():
+        return None
+    return home
 
 
 def covers(path: Path, forbidden: Sequence[Path]) -> Path | None:
@@ -147,7 +155,7 @@ class Sandbox:
         """The environment as the phase sees it: a private home and temp dir."""
         if not self.active:
             return env
-        out = {**env, "HOME": SANDBOX_HOME, "TMPDIR": "/tmp"}
+        out = {**env, "TMPDIR": "/tmp"}
         out.pop("AUTORESEARCH_STATE", None)  # the state directory is not there to find
         return out
 
@@ -172,8 +180,14 @@ class Sandbox:
         argv += ["--proc", "/proc", "--dev", "/dev"]
         for dev in sorted(Path("/dev").glob("nvidia*")) + [Path("/dev/dri")]:
             argv += ["--dev-bind-try", str(dev), str(dev)]
-        # A private /tmp (home inside it), capped: a phase cannot fill the disk through it.
-        argv += ["--size", str(self.tmp_mb * 2**20), "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
+        # A private, empty /tmp and $HOME, capped: a phase cannot fill memory through them.
+        # $HOME keeps its path, so data the task reads under `~` (bound below) is where the
+        # task's own code looks for it; nothing else of the user's home is there.
+        size = str(self.tmp_mb * 2**20)
+        argv += ["--size", size, "--tmpfs", "/tmp"]
+        home = _home()
+        if home is not None:
+            argv += ["--size", size, "--tmpfs", str(home)]
         for root in self._python:
             argv += ["--ro-bind", str(root), str(root)]
         for p in (*self.expose, *access.readonly):
