@@ -35,7 +35,7 @@ from typing import Any
 from autoresearch.decide import Verdict
 from autoresearch.execution.evaluate import split_evaluate
 from autoresearch.execution.phase import Phase, PhaseRunner
-from autoresearch.execution.sandbox import Access, Sandbox, covers
+from autoresearch.execution.sandbox import Access, Sandbox
 from autoresearch.integrity import Canaries, Tripwire, expand, network_prefix, tampered
 from autoresearch.ledger import Experiment
 from autoresearch.metrics import parse_metrics, read_metric
@@ -116,12 +116,8 @@ def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None],
                           "the data first (e.g. `python prepare.py`), or fix the path.")
     sandbox = Sandbox(task.sandbox, [expand(p) for p in task.sandbox_expose],
                       forbidden=(ws.git_dir, ws.state))
-    for path in [*readonly, *eval_only, *sandbox.expose]:
-        hidden = covers(path, sandbox.forbidden)
-        if hidden:
-            raise ConfigError(f"readonly/eval_only/sandbox_expose: {path} contains {hidden}, "
-                              "which no phase may see (the repository's .git or the ledger). "
-                              "List the data directory itself.")
+    sandbox.refuse_forbidden([*readonly, *eval_only, *sandbox.expose],
+                             "readonly/eval_only/sandbox_expose")
     canaries = Canaries(eval_only)
     if canaries.files and not sandbox.active and \
             not Canaries.supported(canaries.files[0].parent):
@@ -328,8 +324,8 @@ def evaluate_phase(command: str, log: Path, env: dict[str, str], task: TaskSpec,
                    should_stop: Callable[[], bool] | None = None) -> RunResult:
     """Score the handed-over model: a trusted scorer with model servers, or (without
     `model_server`) one command that runs the editable code beside the evaluation data."""
-    limited = guards.eval_limit is not None and guards.eval_limit < task.timeout
-    timeout = guards.eval_limit if limited and guards.eval_limit else task.timeout
+    timeout = min(task.timeout, guards.eval_limit or task.timeout)
+    limited = timeout < task.timeout  # the baseline-derived limit is the tighter one
     if task.model_server:
         res = split_evaluate(command, task.model_server, log, env, timeout, guards,
                              on_start, should_stop)

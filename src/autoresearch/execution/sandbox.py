@@ -140,6 +140,16 @@ class Sandbox:
         self._python = ([r for r in _python_roots() if not covers(r, self.forbidden)]
                         if self.active else [])
 
+    def refuse_forbidden(self, paths: Sequence[Path],
+                         what: str = "readonly/sandbox_expose") -> None:
+        """ConfigError if mounting one of `paths` would expose .git or the ledger."""
+        for path in paths:
+            hidden = covers(path, self.forbidden)
+            if hidden:
+                raise ConfigError(f"{what}: {path} contains {hidden}, which no phase may see "
+                                  "(the repository's .git or the ledger). List the data "
+                                  "directory itself.")
+
     def protections_off(self) -> list[str]:
         """What is not enforced in this mode, for the start-up message."""
         if self.active:
@@ -190,11 +200,8 @@ class Sandbox:
             argv += ["--size", size, "--tmpfs", str(home)]
         for root in self._python:
             argv += ["--ro-bind", str(root), str(root)]
+        self.refuse_forbidden(access.readonly)
         for p in (*self.expose, *access.readonly):
-            if covers(p, self.forbidden):
-                raise ConfigError(f"{p} contains {covers(p, self.forbidden)}, which no phase "
-                                  "may see (the repository's .git or the ledger). List the "
-                                  "data directory itself in readonly/sandbox_expose.")
             argv += ["--ro-bind-try", str(p), str(p)]
         for p in access.hidden:  # after the readonly binds that may contain them
             if p.is_dir():
