@@ -2,7 +2,7 @@
 
 A synthetic task whose true metric the benchmark knows (minimize, base 1.0) is
 measured with Gaussian noise of a set sigma. The real policy classes from
-``autoresearch.decide`` / ``autoresearch.noise`` decide, driven by the same
+``autoresearch.decisions`` decide, driven by the same
 protocol the harness loop runs:
 
 1. run the baseline ``baseline_runs()`` times: those samples are the incumbent's;
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoresearch.decide import POLICIES, Candidate, Incumbent, Policy
+from autoresearch.decisions.policy import POLICIES, Candidate, Incumbent, Policy
 from autoresearch.task import MetricSpec
 
 METRIC = MetricSpec("val_bpb", "minimize")

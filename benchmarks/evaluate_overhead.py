@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 from autoresearch.execution.evaluate import split_evaluate
+from autoresearch.execution.measure import Guards
 from autoresearch.execution.phase import PhaseRunner
 from autoresearch.execution.sandbox import Sandbox, bwrap_works
-from autoresearch.integrity import Canaries, Tripwire
-from autoresearch.measure import Guards
+from autoresearch.integrity.tripwire import Canaries, Tripwire
 from autoresearch.metrics import read_metric
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "src" / "autoresearch" / "templates" / "gpt"

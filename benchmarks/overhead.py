@@ -32,12 +32,12 @@ from pathlib import Path
 from rich.console import Console
 
 import autoresearch.execution.phase as phase_mod
-from autoresearch.decide import StrictPolicy
-from autoresearch.display import Display
+from autoresearch.decisions.policy import StrictPolicy
 from autoresearch.execution.sandbox import bwrap_works
 from autoresearch.loop import Loop, LoopOptions
 from autoresearch.proposers.base import Context, Proposal, Proposer
 from autoresearch.task import load_task
+from autoresearch.ui.display import Display
 from autoresearch.workspace import Workspace
 
 TOML = """editable = ["m.txt"]

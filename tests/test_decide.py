@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.decide import (
+from autoresearch.decisions.noise_aware import NoiseAwarePolicy
+from autoresearch.decisions.policy import (
     DEFAULT_POLICY,
     POLICIES,
     Candidate,
@@ -16,7 +17,6 @@ from autoresearch.decide import (
     StrictPolicy,
     make_policy,
 )
-from autoresearch.noise import NoiseAwarePolicy
 from autoresearch.task import ConfigError, MetricSpec, TaskSpec
 
 MIN = MetricSpec("val_bpb", "minimize")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from autoresearch.guardrails import check_guardrails, parse_guardrail, parse_guardrails
+from autoresearch.decisions.guardrails import check_guardrails, parse_guardrail, parse_guardrails
 from autoresearch.task import ConfigError
 
 

@@ -188,7 +188,7 @@ def test_protecting_a_file_mid_tag_locks_it_from_then_on(tmp_path: Path) -> None
 
 
 def test_tripwire_never_reverts_the_users_own_git_actions(toy_repo: Path) -> None:
-    from autoresearch.integrity import Tripwire
+    from autoresearch.integrity.tripwire import Tripwire
     from autoresearch.workspace import Workspace
 
     ws = Workspace(toy_repo, "w")
@@ -244,8 +244,8 @@ def test_resume_gives_every_rejected_row_its_ref(tmp_path: Path) -> None:
 def test_allowance_uses_the_budget_the_baseline_ran_with(tmp_path: Path) -> None:
     from dataclasses import replace
 
+    from autoresearch.execution.measure import allowance
     from autoresearch.ledger import Experiment
-    from autoresearch.measure import allowance
 
     repo = make_repo(tmp_path / "r", toml=toy_toml(time_budget="300", timeout="900"))
     task = load_task(repo / "autoresearch.toml")
@@ -258,8 +258,8 @@ def test_allowance_uses_the_budget_the_baseline_ran_with(tmp_path: Path) -> None
 def test_a_clock_fake_over_1_25x_is_caught_at_a_300s_budget(tmp_path: Path) -> None:
     """The published figure: with a baseline that spends 10 s starting up and saving, a
     run whose clock runs slow by more than 1.10x trains long enough to be caught."""
+    from autoresearch.execution.measure import allowance, smallest_caught_fake
     from autoresearch.ledger import Experiment
-    from autoresearch.measure import allowance, smallest_caught_fake
 
     repo = make_repo(tmp_path / "r", toml=toy_toml(time_budget="300", timeout="900"))
     task = load_task(repo / "autoresearch.toml")

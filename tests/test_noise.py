@@ -7,8 +7,13 @@ import statistics
 
 import pytest
 
-from autoresearch.decide import Candidate, Incumbent
-from autoresearch.noise import NoiseAwarePolicy, NoisePool, pairwise_sigma, t_quantile
+from autoresearch.decisions.noise_aware import (
+    NoiseAwarePolicy,
+    NoisePool,
+    pairwise_sigma,
+    t_quantile,
+)
+from autoresearch.decisions.policy import Candidate, Incumbent
 from autoresearch.task import MetricSpec
 
 

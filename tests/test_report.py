@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from autoresearch.ledger import Experiment
-from autoresearch.report import progress_data, summarize
 from autoresearch.task import MetricSpec
+from autoresearch.ui.report import progress_data, summarize
 
 ROWS = [
     Experiment(0, "keep", "baseline", 1.0, proposer="baseline", started=0, finished=300),
@@ -46,7 +46,7 @@ def test_log_mode_shows_a_heartbeat_during_long_runs() -> None:
 
     from rich.console import Console
 
-    from autoresearch.display import Display
+    from autoresearch.ui.display import Display
 
     out = io.StringIO()
     display = Display(MetricSpec("m", "minimize"), budget=100, console=Console(file=out))

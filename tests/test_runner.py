@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 
-from autoresearch.runner import run_command
+from autoresearch.execution.process import run_command
 
 
 def alive(pid: int) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 from conftest import make_repo, run_cli, toy_toml
 from test_loop import STRICT, ledger
 
-from autoresearch.scope import FLOOR, size_limit
+from autoresearch.integrity.scope import FLOOR, size_limit
 
 SMUGGLE = """#!/usr/bin/env python3
 import base64, os, pathlib

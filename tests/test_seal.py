@@ -11,9 +11,9 @@ import pytest
 from conftest import git, make_repo, run_cli, toy_toml
 from test_loop import STRICT, ledger
 
-from autoresearch import seal
+from autoresearch.integrity import seal
+from autoresearch.integrity.rebuild import parse_message
 from autoresearch.ledger import Experiment, Ledger, LedgerError
-from autoresearch.rebuild import parse_message
 
 # Experiment 1 improves, 2 is worse (a discard to forge), 3 and on lengthen training.
 PROPOSE = """#!/usr/bin/env python3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autoresearch.simplicity import is_seed_only, lines_delta, parse_diff
+from autoresearch.decisions.simplicity import is_seed_only, lines_delta, parse_diff
 
 
 def diff(removed: list[str], added: list[str], path: str = "train.py") -> str:

@@ -16,9 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from autoresearch.ledger import Ledger, LedgerError
-from autoresearch.proposers import ProposerError, available, make_proposer
-from autoresearch.seal import (
+from autoresearch.integrity.seal import (
     PIN_NAME,
     changed_keys,
     digest,
@@ -28,6 +26,8 @@ from autoresearch.seal import (
     read_pin,
     write_pin,
 )
+from autoresearch.ledger import Ledger, LedgerError
+from autoresearch.proposers import ProposerError, available, make_proposer
 from autoresearch.task import CONFIG_NAME, ConfigError, MetricSpec, TaskSpec, load_task
 from autoresearch.workspace import STATE_DIR, Workspace, WorkspaceError, git
 
@@ -135,9 +135,9 @@ def _check_tag(ws: Workspace, task: TaskSpec, config: Path, accept: bool) -> str
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from autoresearch.decide import make_policy
-    from autoresearch.display import Display
+    from autoresearch.decisions.policy import make_policy
     from autoresearch.loop import Loop, LoopOptions
+    from autoresearch.ui.display import Display
 
     task = _load(args)
     if args.time_budget is not None:
@@ -177,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         {"metric": task.metric.name, "direction": task.metric.direction, "root": str(task.root)}))
     why = loop.run()
     console.print(f"Stopped: {why}.")
-    from autoresearch.report import render_status
+    from autoresearch.ui.report import render_status
 
     render_status(loop.ledger.experiments, task.metric, args.tag, console, last=20)
     console.print(f"Branch autoresearch/{args.tag} holds the best kept commit; ledger in "
@@ -219,7 +219,7 @@ def _open_tag(args: argparse.Namespace) -> tuple[str, Ledger, MetricSpec, Path]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from autoresearch.report import render_status
+    from autoresearch.ui.report import render_status
 
     tag, ledger, metric, _ = _open_tag(args)
     render_status(ledger.experiments, metric, tag, Console(), last=args.last)
@@ -227,7 +227,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autoresearch.report import plot_progress, progress_data
+    from autoresearch.ui.report import plot_progress, progress_data
 
     tag, ledger, metric, state = _open_tag(args)
     out = Path(args.out) if args.out else state / "progress.png"
@@ -238,7 +238,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # -- rebuild -------------------------------------------------------------------------
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from autoresearch.rebuild import rebuild
+    from autoresearch.integrity.rebuild import rebuild
 
     ws = Workspace(Path.cwd(), args.tag)
     if not ws.state.exists() and not ws.branch_exists():

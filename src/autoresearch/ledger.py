@@ -10,7 +10,7 @@ Two files in ``.autoresearch/TAG/`` (ignored by git, never committed):
   (commit, <metric>, memory_gb, status, description). It is regenerated from
   the jsonl when the two disagree, so it can never drift.
 
-With a key (`autoresearch.seal`), every jsonl line is sealed into a chain and `load`
+With a key (`autoresearch.integrity.seal`), every jsonl line is sealed into a chain and `load`
 refuses a ledger whose chain breaks: a forged `keep` is never adopted. Without one
 (`status`, `report`, tests) records are read as found and written unsealed.
 """
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from autoresearch import seal
+from autoresearch.integrity import seal
 
 STATUSES = ("keep", "discard", "crash", "invalid", "timeout", "checks_failed", "interrupted",
             "duplicate", "remeasure")

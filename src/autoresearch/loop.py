@@ -18,11 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from autoresearch.decide import Candidate, Incumbent, Policy, Verdict
-from autoresearch.display import Display
-from autoresearch.integrity import Tripwire, tampered
-from autoresearch.ledger import FAILURES, Experiment, Ledger
-from autoresearch.measure import (
+from autoresearch.decisions.policy import Candidate, Incumbent, Policy, Verdict
+from autoresearch.decisions.simplicity import lines_delta
+from autoresearch.execution.measure import (
     Measurement,
     allowance,
     eval_limit,
@@ -33,12 +31,14 @@ from autoresearch.measure import (
     score_holdout,
     smallest_caught_fake,
 )
+from autoresearch.execution.process import log_tail
+from autoresearch.integrity.scope import scope_problem
+from autoresearch.integrity.tripwire import Tripwire, tampered
+from autoresearch.ledger import FAILURES, Experiment, Ledger
 from autoresearch.proposers.base import Context, Proposal, Proposer
 from autoresearch.resume import protected_hashes, recover
-from autoresearch.runner import log_tail
-from autoresearch.scope import scope_problem
-from autoresearch.simplicity import lines_delta
 from autoresearch.task import TaskSpec
+from autoresearch.ui.display import Display
 from autoresearch.workspace import Workspace
 
 

@@ -25,9 +25,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from autoresearch.execution.process import kill_marked, sweep_orphans
+from autoresearch.integrity.seal import key_path
 from autoresearch.ledger import Experiment, Ledger
-from autoresearch.runner import kill_marked, sweep_orphans
-from autoresearch.seal import key_path
 from autoresearch.workspace import Workspace
 
 

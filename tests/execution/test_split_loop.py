@@ -127,10 +127,10 @@ def test_cheating_models_are_caught_and_cannot_collude(tmp_path: Path) -> None:
 
 def test_scoring_past_the_baseline_derived_limit_is_invalid(tmp_path: Path) -> None:
     """A model server that works beyond answering (here: sleeps) breaks the eval limit."""
+    from autoresearch.execution.measure import Guards, evaluate_phase
     from autoresearch.execution.phase import PhaseRunner
     from autoresearch.execution.sandbox import Sandbox
-    from autoresearch.integrity import Canaries, Tripwire
-    from autoresearch.measure import Guards, evaluate_phase
+    from autoresearch.integrity.tripwire import Canaries, Tripwire
     from autoresearch.task import load_task
 
     repo = split_task(tmp_path, "auto")

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoresearch.execution.phase import Phase
-from autoresearch.runner import RunResult, kill_group
+from autoresearch.execution.process import RunResult, kill_group
 from autoresearch.workspace import matches
 
 if TYPE_CHECKING:
-    from autoresearch.measure import Guards
+    from autoresearch.execution.measure import Guards
 
 SERVERS = 2
 

@@ -4,7 +4,7 @@ Proposer commands and agents, the run, the evaluate phase (scorer and model
 servers), the holdout and the checks all go through `PhaseRunner`: the
 sandbox boundary (`execution.sandbox`), the network rule, a disk quota on what
 the phase may write, and the wall-clock limit with the whole process tree
-killed at the deadline (`autoresearch.runner.run_command`). Memory and time
+killed at the deadline (`autoresearch.execution.process.run_command`). Memory and time
 are measured here, from outside the phase: nothing a phase prints about its
 own resources is used for a decision.
 """
@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoresearch.execution.process import GRACE_SECONDS, RunResult, run_command
 from autoresearch.execution.sandbox import Access, Sandbox
-from autoresearch.runner import GRACE_SECONDS, RunResult, run_command
 
 
 @dataclass(frozen=True)

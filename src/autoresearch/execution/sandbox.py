@@ -19,7 +19,7 @@ through `Sandbox.wrap`. With bubblewrap (`bwrap`, Linux) a phase gets:
 
 Without bwrap (macOS, containers without user namespaces) `mode` is "none":
 phases run as plain processes in their own process group, and the in-process
-checks of `autoresearch.integrity` are the only defence. `protections_off()`
+checks of `autoresearch.integrity.tripwire` are the only defence. `protections_off()`
 says so in words the harness prints at start.
 """
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.execution.phase import Phase, PhaseRunner
+from autoresearch.execution.process import RunResult
 from autoresearch.execution.sandbox import Access
 from autoresearch.ledger import Experiment
-from autoresearch.runner import RunResult
 from autoresearch.task import MetricSpec
 
 

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from autoresearch.execution.process import log_tail
 from autoresearch.proposers import register
 from autoresearch.proposers.base import (
     Context,
@@ -35,7 +36,6 @@ from autoresearch.proposers.base import (
     ProposerError,
     run_in_sandbox,
 )
-from autoresearch.runner import log_tail
 from autoresearch.task import ConfigError, TaskSpec
 
 _OPTIONS = {"command", "timeout"}

@@ -32,14 +32,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from autoresearch.decide import Verdict
+from autoresearch.decisions.policy import Verdict
 from autoresearch.execution.evaluate import split_evaluate
 from autoresearch.execution.phase import Phase, PhaseRunner
+from autoresearch.execution.process import RunResult, log_tail
 from autoresearch.execution.sandbox import Access, Sandbox
-from autoresearch.integrity import Canaries, Tripwire, expand, network_prefix, tampered
+from autoresearch.integrity.tripwire import Canaries, Tripwire, expand, network_prefix, tampered
 from autoresearch.ledger import Experiment
 from autoresearch.metrics import parse_metrics, read_metric
-from autoresearch.runner import RunResult, log_tail
 from autoresearch.task import ConfigError, TaskSpec
 from autoresearch.workspace import Workspace
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from autoresearch import seal
+from autoresearch.integrity import seal
 from autoresearch.ledger import STATUSES, Experiment, Ledger, LedgerError
 from autoresearch.workspace import Workspace, git
 

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from autoresearch.decide import (
+from autoresearch.decisions.policy import (
     GUARDRAILS_OPTION,
     Candidate,
     Incumbent,
@@ -78,7 +78,7 @@ from autoresearch.decide import (
     at_least,
     register_policy,
 )
-from autoresearch.simplicity import is_seed_only
+from autoresearch.decisions.simplicity import is_seed_only
 from autoresearch.task import ConfigError, MetricSpec
 
 # |x_i - x_j| of two N(mu, sigma^2) draws has median 0.6745 * sqrt(2) * sigma.

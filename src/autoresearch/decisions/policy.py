@@ -18,9 +18,9 @@ Optionally, before running a candidate, the loop may call ``prescreen(diff)``:
 a verdict there (e.g. "seed-only change") saves the run; ``judge`` applies the
 same rule anyway, so a loop that never calls it is still correct.
 
-Policies (``[decision] policy = NAME``):
+Policies (``[decision] policy = NAME``; the package `autoresearch.decisions` registers both):
 
-- ``noise-aware`` (default, in ``autoresearch.noise``): keeps only what clears
+- ``noise-aware`` (default, in ``autoresearch.decisions.noise_aware``): keeps only what clears
   the measured noise, confirmed by reruns, plus guardrails, the simplicity
   criterion and seed-only discards.
 - ``strict``: Karpathy's rule exactly: keep iff the single run is strictly
@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from autoresearch.guardrails import Guardrail, check_guardrails, parse_guardrails
+from autoresearch.decisions.guardrails import Guardrail, check_guardrails, parse_guardrails
 from autoresearch.task import ConfigError, MetricSpec, TaskSpec
 
 
@@ -220,6 +220,3 @@ def make_policy(task: TaskSpec) -> Policy:
                           f"Choose one of: {', '.join(sorted(POLICIES))}.")
     return POLICIES[name](task.metric, options)
 
-
-# Registers `noise-aware`. At the bottom because autoresearch.noise subclasses Policy.
-from autoresearch import noise as _noise  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""What keeps the four constraints honest: scope, tripwires, the sealed ledger, rebuild."""
