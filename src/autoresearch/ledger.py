@@ -27,7 +27,7 @@ from typing import Any
 from autoresearch.integrity import seal
 
 STATUSES = ("keep", "discard", "crash", "invalid", "timeout", "checks_failed", "interrupted",
-            "duplicate", "remeasure")
+            "duplicate", "remeasure", "pruned", "stale")
 # Statuses that count towards the consecutive-failure streak stop condition.
 FAILURES = ("crash", "invalid", "timeout", "checks_failed")
 
@@ -63,6 +63,8 @@ class Experiment:
     diff: dict[str, Any] = field(default_factory=dict)  # files, insertions, deletions
     evidence: dict[str, Any] = field(default_factory=dict)  # decision inputs
     log: str = ""
+    worker: str = ""  # the executor slot that ran it ("" when the loop ran it in sequence)
+    node: str = ""  # the cluster node that ran it (Ray backend only)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
