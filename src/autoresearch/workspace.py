@@ -20,10 +20,12 @@ from __future__ import annotations
 import fcntl
 import fnmatch
 import hashlib
+import io
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,6 +96,12 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 def matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
     """True if the repo-relative posix `path` matches one of the glob `patterns` exactly."""
     return any(_glob_regex(pat).match(path) for pat in patterns)
+
+
+def unpack(data: bytes, dest: Path) -> None:
+    """Extract tar bytes from `git archive` (regular files, dirs, exec bits) into `dest`."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest, filter="tar")
 
 
 def sha256(path: Path) -> str:
@@ -257,6 +265,41 @@ class Workspace:
             stop.write_text("gitdir: /nonexistent/autoresearch-export\n")
         git("checkout-index", "-a", "-f", f"--prefix={dest}/", cwd=self.worktree)
         return dest
+
+    def export_tree(self, tree: str, dest: Path) -> Path:
+        """A fresh copy of the git tree `tree` at `dest`, without touching any index.
+
+        `git archive` reads only the object database, so worker threads and Ray tasks can
+        export while the decision point moves the branch and the worktree's index.
+        """
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        stop = dest.parent / ".git"  # as in `export`: git's discovery stops here
+        if not stop.exists():
+            stop.write_text("gitdir: /nonexistent/autoresearch-export\n")
+        unpack(self.archive(tree), dest)
+        return dest
+
+    def archive(self, tree: str) -> bytes:
+        """The tree as tar bytes: what a remote worker receives (no shared filesystem)."""
+        return subprocess.run(["git", "archive", "--format=tar", tree], cwd=self.root,
+                              check=True, capture_output=True).stdout
+
+    def merge_onto(self, tip: str, parent: str, tree: str) -> str | None:
+        """Carry `tree`, made on commit `parent`, onto `tip` (a descendant of `parent`) by a
+        3-way merge; the merged tree, or None on a conflict.
+
+        The result is a tree nobody has measured yet: the caller must run it before keeping
+        it. A throwaway commit of `tree` gives git the merge base (git < 2.40 has no
+        `--merge-base` for trees).
+        """
+        side = self.commit(tree, parent, "autoresearch: proposal to rebase")
+        out = subprocess.run(["git", "merge-tree", "--write-tree", "--no-messages", tip, side],
+                             cwd=self.root, capture_output=True, text=True,
+                             env={**os.environ, **self._env})
+        merged = out.stdout.split("\n", 1)[0].strip()
+        return merged if out.returncode == 0 and merged else None
 
     def snapshot(self, source: Path | None = None) -> str:
         """Stage everything in the worktree (or in the plain tree `source`, read as the

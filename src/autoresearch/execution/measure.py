@@ -80,13 +80,14 @@ class Guards:
     network: bool = False
     allowance: float | None = None  # seconds over the budget tolerated; None: not enforced
     eval_limit: float | None = None  # seconds the evaluate phase may take; from the baseline
+    handover_dir: Path | None = None  # a holdout's model kept aside (default: scratch/handover)
 
     def tampered(self) -> str | None:
         return tampered(self.tripwire, self.ledger_intact)
 
     @property
     def handover(self) -> Path:
-        return self.scratch / "handover"
+        return self.handover_dir or self.scratch / "handover"
 
     def access(self, role: str) -> Access:
         """What each role sees: only the scorer (which runs no proposer code) gets eval data."""
@@ -223,7 +224,7 @@ def measure(
     should_stop: Callable[[], bool] | None = None,
 ) -> Measurement:
     """Train (then evaluate, if configured) and read the metric; see the module docstring."""
-    handover = guards.scratch / "handover"
+    handover = guards.handover
     shutil.rmtree(handover, ignore_errors=True)
     handover.mkdir(parents=True)
     env = {**env, "AUTORESEARCH_HANDOVER": str(handover)}

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,11 +65,19 @@ class PhaseRunner:
     """Runs phases inside the sandbox, or as plain process groups where there is none."""
 
     def __init__(self, sandbox: Sandbox | None = None, disk_mb: int = 4096,
-                 net_prefix: str | None = None):
+                 net_prefix: str | None = None, cpus: Sequence[int] = (),
+                 stop: threading.Event | None = None):
         self.sandbox = sandbox or Sandbox("none")
         self.disk_mb = disk_mb
         # Without the sandbox, `unshare --net` is the one isolation left for network = false.
         self.net_prefix = net_prefix
+        self.cpus = tuple(cpus)  # a worker slot's cores: parallel runs must not share them
+        self.stop = stop  # set: every phase this runner started ends now, as interrupted
+
+    def for_slot(self, cpus: Sequence[int] = (), stop: threading.Event | None = None
+                 ) -> PhaseRunner:
+        """The same boundary, pinned to `cpus` and cancelled by `stop`."""
+        return PhaseRunner(self.sandbox, self.disk_mb, self.net_prefix, cpus, stop)
 
     def command(self, phase: Phase) -> str | list[str]:
         """The command line that actually runs (sandbox and network wrappers applied)."""
@@ -75,7 +85,12 @@ class PhaseRunner:
         if not self.sandbox.active and not phase.access.network and self.net_prefix:
             cmd = (f"{self.net_prefix} /bin/sh -c {shlex.quote(cmd)}" if isinstance(cmd, str)
                    else [*self.net_prefix.split(), *cmd])
-        return self.sandbox.wrap(cmd, phase.cwd, phase.access)
+        wrapped = self.sandbox.wrap(cmd, phase.cwd, phase.access)
+        if self.cpus and shutil.which("taskset"):  # outside the sandbox: it inherits the mask
+            pin = ["taskset", "-c", ",".join(map(str, self.cpus))]
+            wrapped = ([*pin, "/bin/sh", "-c", wrapped] if isinstance(wrapped, str)
+                       else [*pin, *wrapped])
+        return wrapped
 
     def _quota(self, phase: Phase) -> Callable[[], str | None]:
         roots = [phase.cwd, *phase.access.writable]
@@ -94,6 +109,9 @@ class PhaseRunner:
             on_tick: Callable[[float], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> RunResult:
         """Run `phase` to completion or its deadline; the outcome is a value."""
+        if self.stop is not None:
+            event, asked = self.stop, should_stop
+            should_stop = lambda: event.is_set() or bool(asked and asked())  # noqa: E731
         return run_command(self.command(phase), phase.cwd, phase.log, phase.timeout,
                            self.sandbox.env(dict(phase.env)), on_start, on_tick, should_stop,
                            merge_stderr=phase.merge_stderr, stdin=phase.stdin,
