@@ -111,7 +111,7 @@ def drive(protocol: Protocol, serve: Callable[[Request], Any]) -> Outcome:
         while True:
             request = protocol.send(serve(request))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
 
 
 def remeasure_due(policy: Policy, judged_since_keep: int) -> bool:

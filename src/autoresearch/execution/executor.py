@@ -132,11 +132,12 @@ class LocalExecutor(Executor):
         started = time.time()
         guards = self._guards[slot.name]
         env = replace(self._env, slot_env={**self._env.slot_env, **slot.env})
+        started_cb, tick_cb = self._on_start, self._on_tick
         try:
             result, handover = run_job(
                 job, env, guards, lambda dest: self._export(job.tree, dest),
-                (lambda pgid: self._on_start(job, pgid)) if self._on_start else None,
-                (lambda t: self._on_tick(job, t)) if self._on_tick else None)
+                (lambda pgid: started_cb(job, pgid)) if started_cb else None,
+                (lambda t: tick_cb(job, t)) if tick_cb else None)
         except Exception as exc:  # a harness bug in one job must not hang the loop
             result, handover = exc, ""
         self._done.put(Done(job, result, slot.name, "", started, time.time(), handover))
