@@ -64,8 +64,10 @@ def run_plan(tmp_path: Path, plan: list[str], sigma: float, decision: str) -> li
     repo = make_repo(tmp_path / "r", files={"train.py": TRAIN, "propose.py": PROPOSE},
                      toml=toy_toml(extra=decision))
     env = {"NOISE_SIGMA": str(sigma), "PLAN": ",".join(plan)}
+    # The scripted proposer picks its edit by how many results it has seen: proposing
+    # ahead (the default) would show it the same history twice.
     res = run_cli(repo, "run", "--tag", "t", "--proposer", "command:./propose.py",
-                  "--max-experiments", str(len(plan)), env=env)
+                  "--pipeline", "0", "--max-experiments", str(len(plan)), env=env)
     assert res.returncode == 0, res.stderr
     path = repo / ".autoresearch" / "t" / "results.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]

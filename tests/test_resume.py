@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,11 +21,16 @@ import os, pathlib
 n = int(os.environ["AUTORESEARCH_EXPERIMENT"])
 p = pathlib.Path("train.py")
 src = p.read_text().replace("LEARNING_RATE = 0.02", "LEARNING_RATE = 0.05")
-if n == 1:  # this one hangs until someone kills it
-    src = src.replace("def main() -> None:\\n", "def main() -> None:\\n    time.sleep(60)\\n")
+if n == 1:  # experiment 1 hangs until someone kills it; the same tree re-run later does not
+    src = src.replace("def main() -> None:\\n", "def main() -> None:\\n"
+                      "    if os.environ['AUTORESEARCH_EXPERIMENT'] == '1': time.sleep(SLEEP)\\n")
 p.write_text(src)
 print("raise the learning rate" + (" (slowly)" if n == 1 else ""))
 """
+
+
+def slow_then_good(seconds: int = 60) -> str:
+    return SLOW_THEN_GOOD.replace("SLEEP", str(seconds))
 
 
 def start_harness(repo: Path, tag: str, *args: str) -> subprocess.Popen[str]:
@@ -35,12 +40,12 @@ def start_harness(repo: Path, tag: str, *args: str) -> subprocess.Popen[str]:
 
 
 def wait_running(repo: Path, tag: str, exp_id: int, seconds: float = 30) -> dict:
-    pending = repo / ".autoresearch" / tag / "pending.json"
+    pending = repo / ".autoresearch" / tag / "inflight" / f"{exp_id}.json"
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             state = json.loads(pending.read_text())
-            if state.get("id") == exp_id and state.get("pgid"):
+            if state.get("id") == exp_id and state.get("pgids"):
                 return state
         except (OSError, ValueError):
             pass
@@ -50,7 +55,7 @@ def wait_running(repo: Path, tag: str, exp_id: int, seconds: float = 30) -> dict
 
 @pytest.mark.parametrize("sandbox", ["none", "auto"])
 def test_sigkill_mid_run_then_resume(tmp_path: Path, sandbox: str) -> None:
-    repo = make_repo(tmp_path / "r", files={"propose.py": SLOW_THEN_GOOD},
+    repo = make_repo(tmp_path / "r", files={"propose.py": slow_then_good()},
                      toml=toy_toml(sandbox=f'"{sandbox}"', extra=STRICT))
     harness = start_harness(repo, "k", "--proposer", "command:./propose.py")
     state = wait_running(repo, "k", 1)
@@ -59,8 +64,14 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, sandbox: str) -> None:
     if sandbox == "none" or bwrap_works():
         assert processes_under(repo), "unsandboxed, the experiment outlives its harness"
     else:  # die-with-parent: the sandbox goes with the harness that started it
-        deadline = time.monotonic() + 5
-        while processes_under(repo) and time.monotonic() < deadline:
+        # A proposer the pool was starting at the kill may still be on its way out: wait
+        # until nothing is left twice in a row.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not processes_under(repo):
+                time.sleep(0.5)
+                if not processes_under(repo):
+                    break
             time.sleep(0.1)
         assert processes_under(repo) == []
 
@@ -71,26 +82,50 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, sandbox: str) -> None:
     assert [r["id"] for r in rows] == [0, 1, 2]  # none lost, none counted twice
     assert rows[1]["status"] == "interrupted"
     assert rows[1]["parent"] == state["parent"]
+    # The interrupted experiment runs again first (same tree), before any new proposal.
+    assert rows[2]["evidence"]["rerun_of"] == 1
+    assert rows[2]["diff"]["tree"] == rows[1]["diff"]["tree"]
     assert rows[2]["status"] == "keep" and rows[2]["metric"] < rows[0]["metric"]
     assert git(repo, "rev-parse", "autoresearch/k").strip() == rows[2]["commit"]
     # The interrupted attempt is preserved, with its diff.
     assert "time.sleep(60)" in git(repo, "show", "refs/autoresearch/k/discarded/1")
     assert processes_under(repo) == []
     assert len(git(repo, "worktree", "list").splitlines()) == 1
-    assert not (repo / ".autoresearch" / "k" / "pending.json").exists()
+    assert not list((repo / ".autoresearch" / "k" / "inflight").glob("*.json"))
 
 
-def test_ctrl_c_ends_the_run_cleanly_as_interrupted(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "r", files={"propose.py": SLOW_THEN_GOOD},
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                      (signal.SIGHUP, 129)])
+def test_first_signal_lets_the_running_experiment_finish(tmp_path: Path, sig: int,
+                                                         code: int) -> None:
+    repo = make_repo(tmp_path / "r", files={"propose.py": slow_then_good(3)},
+                     toml=toy_toml(extra=STRICT))
+    harness = start_harness(repo, "g", "--proposer", "command:./propose.py")
+    wait_running(repo, "g", 1)
+    harness.send_signal(sig)
+    _, err = harness.communicate(timeout=60)
+    assert harness.returncode == code, err
+    rows = ledger(repo, "g")
+    # Recorded with its real result, and nothing new was started after the signal.
+    assert [r["status"] for r in rows] == ["keep", "keep"], err
+    assert rows[1]["metric"] < rows[0]["metric"]
+    assert git(repo, "rev-parse", "autoresearch/g").strip() == rows[1]["commit"]
+    assert processes_under(repo) == []
+
+
+def test_second_ctrl_c_aborts_and_records_interrupted(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"propose.py": slow_then_good()},
                      toml=toy_toml(extra=STRICT))
     harness = start_harness(repo, "i", "--proposer", "command:./propose.py")
     wait_running(repo, "i", 1)
-    t0 = time.monotonic()
+    harness.send_signal(signal.SIGINT)
+    # Two signals sent at once merge into one: wait until the first is acknowledged.
+    seen = wait_for_line(harness, "stopping:")
     harness.send_signal(signal.SIGINT)
     _, err = harness.communicate(timeout=30)
-    assert time.monotonic() - t0 < 15
-    assert harness.returncode == 0, err
-    assert "stopped by the user" in err
+    err = seen + err
+    assert harness.returncode == 130, err
+    assert "aborted by the user" in err
     rows = ledger(repo, "i")
     assert [r["status"] for r in rows] == ["keep", "interrupted"]
     assert "interrupted by the user" in rows[1]["reason"]
@@ -110,8 +145,23 @@ def test_rerun_continues_where_it_stopped(toy_repo: Path) -> None:
     assert sum(1 for r in rows if r["proposer"] == "sweep") == 4
 
 
+def wait_for_line(proc: subprocess.Popen[str], needle: str, seconds: float = 30) -> str:
+    """Read the harness's stderr until a line holds `needle`; return what was read."""
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+        if ready:
+            line = proc.stderr.readline()
+            seen += line
+            if needle in line:
+                return seen
+    raise AssertionError(f"never printed {needle!r}:\n{seen}")
+
+
 def test_second_harness_on_same_tag_is_refused(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "r", files={"propose.py": SLOW_THEN_GOOD},
+    repo = make_repo(tmp_path / "r", files={"propose.py": slow_then_good()},
                      toml=toy_toml(extra=STRICT))
     harness = start_harness(repo, "l", "--proposer", "command:./propose.py")
     try:
@@ -119,5 +169,7 @@ def test_second_harness_on_same_tag_is_refused(tmp_path: Path) -> None:
         res = run_cli(repo, "run", "--tag", "l")
         assert res.returncode == 2 and "another `autoresearch run --tag l`" in res.stderr
     finally:
-        os.killpg(harness.pid, signal.SIGINT)
+        harness.send_signal(signal.SIGINT)
+        wait_for_line(harness, "stopping:")
+        harness.send_signal(signal.SIGINT)  # the second one aborts the 60 s run
         harness.communicate(timeout=30)

@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -169,20 +170,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         "provider": args.provider, "model": args.model, "base_url": args.base_url,
         "agent": args.agent})
     display = Display(task.metric, task.time_budget, console)
+    ex = task.execution
+    workers = args.workers if args.workers is not None else ex.workers
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: give 1 or more.")
+    if args.pipeline is not None and args.pipeline < 0:
+        raise ConfigError(f"--pipeline {args.pipeline}: give 0 or more.")
     loop = Loop(task, ws, proposer, make_policy(task), LoopOptions(
         max_experiments=args.max_experiments, hours=args.hours, max_failures=args.max_failures,
-        max_cost=args.max_cost, seed=args.seed), display)
+        max_cost=args.max_cost, seed=args.seed, workers=workers,
+        pipeline=args.pipeline if args.pipeline is not None else ex.pipeline,
+        devices=ex.devices, stale=ex.stale,
+        executor=_executor(task, ws, args.backend or ex.backend,
+                           args.ray_address or ex.ray_address, workers)), display)
     (ws.state).mkdir(parents=True, exist_ok=True)
     (ws.state / "meta.json").write_text(json.dumps(
         {"metric": task.metric.name, "direction": task.metric.direction, "root": str(task.root)}))
     why = loop.run()
     console.print(f"Stopped: {why}.")
+    if loop.signal is not None:
+        console.print(f"Resume with the same command: `autoresearch run --tag {args.tag}`; "
+                      "experiments that were stopped mid-run run again first.")
+        return loop.exit_code
     from autoresearch.ui.report import render_status
 
     render_status(loop.ledger.experiments, task.metric, args.tag, console, last=20)
     console.print(f"Branch autoresearch/{args.tag} holds the best kept commit; ledger in "
                   f"{ws.state}. Next: `autoresearch report --tag {args.tag}`.")
     return 0 if "baseline failed" not in why else 1
+
+
+def _executor(task: TaskSpec, ws: Workspace, backend: str, address: str | None,
+              workers: int) -> Any:
+    """None for local slots (the loop builds them); a Ray executor for `--backend ray`."""
+    if backend == "local":
+        return None
+    if backend != "ray":
+        raise ConfigError(f"--backend {backend!r}: expected local or ray.")
+    from autoresearch.execution.ray_backend import make_ray_executor
+
+    return make_ray_executor(task, ws, address, workers)
 
 
 # -- status / report -------------------------------------------------------------------
@@ -294,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default) or strict (Karpathy's: any improvement)")
     for flag in ("--provider", "--model", "--base-url", "--agent"):
         r.add_argument(flag, help="proposer option (see docs/proposers.md)")
+    r.add_argument("--workers", type=int, help="experiments run at once (default 1, or "
+                   "[execution] workers); GPUs and cores are split between them")
+    r.add_argument("--pipeline", type=int, help="proposals prepared ahead while experiments "
+                   "run (default: one per worker; 0: propose only when a worker is free)")
+    r.add_argument("--backend", choices=("local", "ray"), help="where experiments run "
+                   "(default local; ray needs `pip install autoresearch[ray]`)")
+    r.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS or a "
+                   "local one)")
     r.add_argument("--accept-task-change", action="store_true", help="go on under a task "
                    "file that changed since the tag started (it is pinned from then on)")
     r.set_defaults(func=cmd_run)

@@ -41,23 +41,36 @@ def recover(ws: Workspace, ledger: Ledger, pending_path: Path, metric_name: str)
     ws.ignore_state_dir()
     if not ws.branch_exists():
         ws.create_branch()
-    pending = json.loads(pending_path.read_text() or "{}") if pending_path.exists() else None
-    if pending and pending.get("pgid"):
-        sweep_orphans(int(pending["pgid"]), ws.state)
-    kill_marked(f"AUTORESEARCH_STATE={ws.state}")  # e.g. a proposer mid-edit
-    if pending is not None:
+    # One file per experiment in flight (`inflight/ID.json`, several with parallel
+    # workers); `pending.json` is what a harness before them wrote.
+    files = sorted((ws.state / "inflight").glob("*.json")) if (ws.state / "inflight").is_dir() \
+        else []
+    if pending_path.exists():
+        files.append(pending_path)
+    for path in files:
+        try:
+            pending = json.loads(path.read_text() or "{}")
+        except ValueError:  # torn by the kill: its group dies with the marker sweep below
+            pending = {}
+        for pgid in [pending.get("pgid"), *pending.get("pgids", [])]:
+            if pgid:
+                sweep_orphans(int(pgid), ws.state)
+        kill_marked(f"AUTORESEARCH_STATE={ws.state}")  # e.g. a proposer mid-edit
         row = ledger.by_id(pending.get("id", -1))
         if row is None and pending.get("tree"):
             row = Experiment(id=pending["id"], status="interrupted", parent=pending["parent"],
                              description=pending.get("description", ""),
                              started=pending.get("started", 0.0),
+                             proposer=pending.get("proposer", ""),
                              reason="the harness stopped during this experiment; "
-                                    "its result was never read")
+                                    "its result was never read",
+                             diff={"tree": pending["tree"]})
             row = replace(row, commit=ws.commit_experiment(pending["tree"], row, metric_name))
             ledger.append(row)
         if row is not None and row.status not in ("keep", "remeasure") and row.commit:
             ws.preserve(row.commit, row.id)
-        pending_path.unlink()
+        path.unlink()
+    kill_marked(f"AUTORESEARCH_STATE={ws.state}")
     # A rejected proposal (invalid, duplicate) writes no pending.json: a kill between its
     # row and its ref would leave the commit unreachable. Every such row gets its ref.
     have = ws.discarded_refs()

@@ -41,6 +41,46 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class ExecutionSpec:
+    """`[execution]`: where and how many experiments run at once (CLI flags override)."""
+
+    workers: int = 1
+    pipeline: int | None = None  # proposals kept ready; None: one per worker
+    devices: tuple[str, ...] | None = None  # GPU ids for the slots; None: detected
+    backend: str = "local"  # "local" | "ray"
+    ray_address: str | None = None
+    num_cpus: float = 1.0  # per experiment, on Ray
+    num_gpus: float = 0.0
+    stale: str = "rerun"  # a keep measured on an older incumbent: "rerun" or "discard"
+
+
+_EXECUTION: dict[str, tuple[type, ...]] = {
+    "workers": (int,), "pipeline": (int,), "devices": (list,), "backend": (str,),
+    "ray_address": (str,), "num_cpus": (int, float), "num_gpus": (int, float), "stale": (str,)}
+
+
+def parse_execution(data: dict[str, Any]) -> ExecutionSpec:
+    for key, value in data.items():
+        if key not in _EXECUTION:
+            raise ConfigError(f"execution.{key}: unknown key. Known keys: "
+                              f"{', '.join(sorted(_EXECUTION))}.")
+        _check_type(f"execution.{key}", value, _EXECUTION[key])
+    values: dict[str, Any] = {k: tuple(v) if k == "devices" else v for k, v in data.items()}
+    spec = ExecutionSpec(**values)
+    if spec.workers < 1:
+        raise ConfigError(f"execution.workers: must be at least 1, got {spec.workers}")
+    if spec.pipeline is not None and spec.pipeline < 0:
+        raise ConfigError(f"execution.pipeline: must be 0 or more, got {spec.pipeline}")
+    if spec.backend not in ("local", "ray"):
+        raise ConfigError(f"execution.backend: expected \"local\" or \"ray\", got "
+                          f"{spec.backend!r}")
+    if spec.stale not in ("rerun", "discard"):
+        raise ConfigError(f"execution.stale: expected \"rerun\" or \"discard\", got "
+                          f"{spec.stale!r}")
+    return spec
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     root: Path
     editable: tuple[str, ...]
@@ -64,6 +104,7 @@ class TaskSpec:
     program: str = "program.md"
     proposer: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)
+    execution: ExecutionSpec = field(default_factory=lambda: ExecutionSpec())
 
     def program_text(self, base: Path | None = None) -> str:
         return ((base or self.root) / self.program).read_text(encoding="utf-8")
@@ -90,6 +131,7 @@ _TOP: dict[str, tuple[tuple[type, ...], bool, Any]] = {
     "metric": ((dict,), True, None),
     "proposer": ((dict,), False, {}),
     "decision": ((dict,), False, {}),
+    "execution": ((dict,), False, {}),
 }
 _METRIC_KEYS = {"name", "direction"}
 _DIRECTIONS = ("minimize", "maximize")
@@ -203,6 +245,7 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         program=program,
         proposer=dict(data.get("proposer", {})),
         decision=dict(data.get("decision", {})),
+        execution=parse_execution(dict(data.get("execution", {}))),
     )
 
 

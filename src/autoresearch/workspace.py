@@ -286,6 +286,13 @@ class Workspace:
         return subprocess.run(["git", "archive", "--format=tar", tree], cwd=self.root,
                               check=True, capture_output=True).stdout
 
+    def tree_of(self, commit: str) -> str:
+        return git("rev-parse", f"{commit}^{{tree}}", cwd=self.root).strip()
+
+    def diff_trees(self, a: str, b: str) -> str:
+        """The unified diff from tree-ish `a` to `b` (what a rebased proposal changes)."""
+        return git("diff", "--no-color", "--no-renames", a, b, cwd=self.root)
+
     def merge_onto(self, tip: str, parent: str, tree: str) -> str | None:
         """Carry `tree`, made on commit `parent`, onto `tip` (a descendant of `parent`) by a
         3-way merge; the merged tree, or None on a conflict.

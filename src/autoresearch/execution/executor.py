@@ -95,6 +95,10 @@ class Executor(ABC):
     @abstractmethod
     def abort(self) -> None: ...
 
+    @abstractmethod
+    def set_limits(self, allowance: float | None, eval_limit: float | None) -> None:
+        """The baseline-derived budget allowance and scoring limit, for every later job."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the executor holds (a Ray connection)."""
 
@@ -156,3 +160,7 @@ class LocalExecutor(Executor):
 
     def abort(self) -> None:
         self._stop.set()
+
+    def set_limits(self, allowance: float | None, eval_limit: float | None) -> None:
+        for guards in self._guards.values():
+            guards.allowance, guards.eval_limit = allowance, eval_limit
