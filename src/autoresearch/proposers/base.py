@@ -111,6 +111,26 @@ class Proposer(ABC):
         return None
 
 
+ACCEPT_UNPRICED_FLAG = "--accept-unknown-cost"
+
+
+def check_cost_cap(proposer: Proposer, max_cost: float | None, accepted: bool) -> str | None:
+    """Refuse a ``--max-cost`` that could never trigger: raise ProposerError when the
+    proposer cannot report its spend, unless the user passed ``ACCEPT_UNPRICED_FLAG``
+    (then the reason comes back, to be shown as a warning)."""
+    if max_cost is None:
+        return None
+    reason = proposer.cost_unknown()
+    if reason is None:
+        return None
+    if accepted:
+        return f"--max-cost ${max_cost:g} cannot see this spend: {reason}"
+    raise ProposerError(
+        f"--max-cost ${max_cost:g} could never stop this run: {reason}, so its spend counts "
+        f"as $0. Configure a price where that is possible, cap the run with "
+        f"--max-experiments or --hours instead, or pass {ACCEPT_UNPRICED_FLAG} to run anyway.")
+
+
 def safe_propose(proposer: Proposer, context: Context) -> Proposal:
     """``proposer.propose(context)``, with any surprise turned into a failed proposal.
 
