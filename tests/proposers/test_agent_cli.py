@@ -140,3 +140,11 @@ def test_9_max_cost_refuses_proposers_that_cannot_report_cost(workdir, tmp_path)
     claude = make_proposer("agent", task, {"agent": "claude"})  # reports total_cost_usd
     assert check_cost_cap(priced, 0.01, False) is None and check_cost_cap(claude, 0.01,
                                                                            False) is None
+
+
+def test_9_run_has_the_flag_that_accepts_unknown_cost():
+    from autoresearch.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--max-cost", "1", "--accept-unknown-cost"])
+    assert args.accept_unknown_cost is True and args.max_cost == 1.0
+    assert build_parser().parse_args(["run"]).accept_unknown_cost is False
