@@ -29,6 +29,7 @@ from autoresearch.integrity.seal import (
 )
 from autoresearch.ledger import Ledger, LedgerError
 from autoresearch.proposers import ProposerError, available, make_proposer
+from autoresearch.proposers.base import check_cost_cap
 from autoresearch.task import CONFIG_NAME, ConfigError, MetricSpec, TaskSpec, load_task
 from autoresearch.workspace import STATE_DIR, Workspace, WorkspaceError, git
 
@@ -169,6 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     proposer = make_proposer(args.proposer, task, {
         "provider": args.provider, "model": args.model, "base_url": args.base_url,
         "agent": args.agent})
+    unpriced = check_cost_cap(proposer, args.max_cost, args.accept_unknown_cost)
+    if unpriced:
+        console.print(f"[yellow]Warning:[/] {escape(unpriced)}.")
     display = Display(task.metric, task.time_budget, console)
     ex = task.execution
     workers = args.workers if args.workers is not None else ex.workers
@@ -314,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, default=10,
                    help="stop after N failed experiments in a row (default 10)")
     r.add_argument("--max-cost", type=float, help="stop once proposals cost this many USD")
+    r.add_argument("--accept-unknown-cost", action="store_true",
+                   help="run even though --max-cost cannot see what the proposer spends "
+                   "(an agent or command that reports no cost, a model with no price)")
     r.add_argument("--time-budget", type=float, help="override time_budget (seconds)")
     r.add_argument("--timeout", type=float, help="override timeout (seconds)")
     r.add_argument("--seed", type=int, default=42, help="base AUTORESEARCH_SEED (default 42)")

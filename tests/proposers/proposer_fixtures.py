@@ -57,6 +57,53 @@ def anthropic_answer(text: str, input_tokens: int = 1000, output_tokens: int = 2
                        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}})
 
 
+def openai_reasoning_answer(content: Any, *, finish_reason: str = "stop", prompt_tokens: int = 1000,
+                            completion_tokens: int = 500, cached_tokens: int = 0,
+                            reasoning_tokens: int = 300, refusal: str | None = None) -> Reply:
+    """A ChatCompletion as `openai.types.chat.ChatCompletion` types it for o-series/gpt-5:
+    usage details with cached and reasoning tokens, `refusal` on the message."""
+    return Reply(200, {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1764460800,
+        "model": "gpt-5.4-mini-2026-03-17", "service_tier": "default",
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
+                     "message": {"role": "assistant", "content": content, "refusal": refusal,
+                                 "annotations": []}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens,
+                  "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
+                  "completion_tokens_details": {"reasoning_tokens": reasoning_tokens,
+                                                "audio_tokens": 0,
+                                                "accepted_prediction_tokens": 0,
+                                                "rejected_prediction_tokens": 0}}})
+
+
+def openai_error(status: int, message: str, *, type_: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> Reply:
+    """OpenAI's error body: {"error": {message, type, param, code}}."""
+    return Reply(status, {"error": {"message": message, "type": type_, "param": param,
+                                    "code": code}}, headers=headers or {})
+
+
+def anthropic_message(blocks: list[dict[str, Any]], *, stop_reason: str = "end_turn",
+                      usage: dict[str, Any] | None = None) -> Reply:
+    """An `anthropic.types.Message`, blocks as given (thinking, redacted_thinking, text)."""
+    return Reply(200, {"id": "msg_01", "type": "message", "role": "assistant",
+                       "model": "claude-sonnet-5-5", "content": blocks,
+                       "stop_reason": stop_reason, "stop_sequence": None,
+                       "usage": usage if usage is not None else
+                       {"input_tokens": 100, "output_tokens": 50,
+                        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}})
+
+
+def anthropic_error(status: int, message: str, type_: str = "invalid_request_error",
+                    headers: dict[str, str] | None = None) -> Reply:
+    """Anthropic's error body: {"type": "error", "error": {type, message}, request_id}."""
+    return Reply(status, {"type": "error", "error": {"type": type_, "message": message},
+                          "request_id": "req_01"}, headers=headers or {})
+
+
 class ChatServer:
     def __init__(self) -> None:
         self.replies: list[Reply] = []

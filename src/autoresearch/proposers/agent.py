@@ -20,9 +20,7 @@ Options: ``agent`` (claude|codex|aider) or ``command`` (a template, see
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -32,6 +30,12 @@ from typing import Any
 
 from autoresearch.ledger import Experiment
 from autoresearch.proposers import register
+from autoresearch.proposers.agent_output import (
+    AgentReport,
+    aider_call_failure,
+    fatal_reason,
+    read_report,
+)
 from autoresearch.proposers.base import (
     Context,
     Proposal,
@@ -46,17 +50,29 @@ from autoresearch.task import ConfigError, TaskSpec
 OPTIONS = ("agent", "command", "model", "timeout", "prompt_dir", "history")
 
 # Every preset also gets the prompt on stdin. {model_args} becomes `--model M` or nothing.
+# What each may run during a proposal is documented in docs/proposers.md ("What an agent
+# may run"); the harness's sandbox bounds all of them.
 PRESETS: dict[str, str] = {
-    # -p: print mode, no TUI. acceptEdits lets it edit files without asking; shell commands
-    # stay unapproved (so it cannot run the experiment). JSON output carries the cost.
-    "claude": "claude -p --permission-mode acceptEdits --output-format json {model_args}",
-    # exec: non-interactive; workspace-write lets it edit the cwd; `-` reads the prompt
-    # from stdin (a long prompt as an argument can hit the argv size limit).
-    "codex": "codex exec --sandbox workspace-write --skip-git-repo-check {model_args} -",
+    # -p: print mode, no TUI. acceptEdits lets it edit files without asking, but it may still
+    # run some shell commands, so the shell and the web tools are denied outright: the harness
+    # runs the experiment. JSON output carries the cost in every result subtype.
+    "claude": ("claude -p --permission-mode acceptEdits --output-format json "
+               "--disallowedTools Bash,WebFetch,WebSearch {model_args}"),
+    # exec: non-interactive; workspace-write lets it edit the cwd, and by default also /tmp
+    # and $TMPDIR, which the two -c overrides take away. `-` reads the prompt from stdin
+    # (a long prompt as an argument can hit the argv size limit).
+    "codex": ("codex exec --sandbox workspace-write --skip-git-repo-check "
+              "-c sandbox_workspace_write.exclude_slash_tmp=true "
+              "-c sandbox_workspace_write.exclude_tmpdir_env_var=true {model_args} -"),
     # --no-git: the harness owns git (no auto-commits, no .gitignore edits). History files go
-    # to the scratch folder and the repo map is off, so nothing lands in the worktree.
+    # to the scratch folder and the repo map is off, so nothing lands in the worktree. Only
+    # the editable files are added to the chat. --yes-always also answers side prompts, so
+    # those are switched off: URL scraping (it installs playwright), shell suggestions,
+    # release notes and analytics.
     "aider": ("aider --message-file {prompt_file} --yes-always --no-git --no-pretty "
-              "--no-check-update --map-tokens 0 --chat-history-file {scratch}/aider.chat.md "
+              "--no-check-update --no-detect-urls --no-suggest-shell-commands "
+              "--no-show-release-notes --analytics-disable --map-tokens 0 "
+              "--chat-history-file {scratch}/aider.chat.md "
               "--input-history-file {scratch}/aider.input.history {model_args} {files}"),
 }
 INSTALL_HINTS = {
@@ -66,7 +82,6 @@ INSTALL_HINTS = {
 }
 PLACEHOLDERS = ("{prompt_file}", "{workdir}", "{files}", "{model}", "{model_args}", "{scratch}")
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
-_DESCRIPTION = re.compile(r"^[\s#*_>-]*description[\s*_]*:[\s*_]*(.*?)[\s*_]*$", re.IGNORECASE)
 
 
 class AgentProposer(Proposer):
@@ -85,6 +100,7 @@ class AgentProposer(Proposer):
         self.kill_grace = kill_grace
         self.template = load_template("agent.txt", prompt_dir)
         self.scratch: Path | None = None
+        self._rates: list[float] = []  # USD per second of runs that reported their cost
 
     def setup(self, history: Sequence[Experiment]) -> None:
         exe = self.command[0]
@@ -106,6 +122,11 @@ class AgentProposer(Proposer):
             found = which
         self.command[0] = found
         self.scratch = Path(tempfile.mkdtemp(prefix="autoresearch-agent-"))
+        for e in history:  # resume: earlier runs of this agent set the pace for estimates
+            p = e.proposal
+            if (p.get("agent") == self.label and not p.get("cost_estimated")
+                    and float(p.get("cost_usd") or 0) > 0 and float(p.get("seconds") or 0) > 0):
+                self._rates.append(float(p["cost_usd"]) / float(p["seconds"]))
 
     def close(self) -> None:
         if self.scratch is not None:
@@ -147,22 +168,54 @@ class AgentProposer(Proposer):
         except OSError as exc:
             raise ProposerError(f"agent: cannot start {argv[0]}: {exc}") from exc
         code, timed_out, seconds = res.exit_code, res.timed_out, round(res.seconds, 3)
-        err_file = out_file.with_suffix(".err")
         stdout = _tail(out_file, 256_000)
-        stderr = _tail(err_file, 4_000)
+        stderr = _tail(out_file.with_suffix(".err"), 4_000)
+        report = read_report(stdout)
         meta: dict[str, Any] = {"agent": self.label, "exit_code": code, "seconds": seconds}
-        description, cost, tokens, agent_error = final_message(stdout)
-        description = description or f"{self.label} agent edit (no final message)"
+        description = report.description or f"{self.label} agent edit (no final message)"
+        cost = self._account(report, seconds, timed_out, meta)
         if timed_out:
             meta["log_tail"] = (stderr or stdout)[-1000:]
             return Proposal(description, error=f"agent timed out after {self.timeout:g}s; its "
-                            "process group was killed", cost_usd=cost, tokens=tokens, meta=meta)
-        if code != 0 or agent_error:
-            detail = (agent_error or stderr or stdout).strip()[-500:]
+                            "process group was killed", cost_usd=cost, tokens=report.tokens,
+                            meta=meta)
+        fatal = fatal_reason(self.label, f"{report.error or ''}\n{stderr}\n{stdout[-20_000:]}")
+        failed = code != 0 or report.error is not None
+        if fatal and (failed or self.label == "aider"):
+            raise ProposerError(fatal)  # no retry fixes a key; stop before the next one
+        if not failed and self.label == "aider":
+            report_error = aider_call_failure(f"{stdout[-20_000:]}\n{stderr}")
+            if report_error:
+                meta["log_tail"] = (stderr or stdout)[-1000:]
+                return Proposal(description, error=report_error, cost_usd=cost,
+                                tokens=report.tokens, meta=meta)
+        if failed:
+            detail = (report.error or stderr or stdout).strip()[-500:]
             meta["log_tail"] = (stderr or stdout)[-1000:]
             return Proposal(description, error=f"agent exited with code {code}: {detail}",
-                            cost_usd=cost, tokens=tokens, meta=meta)
-        return Proposal(description, cost_usd=cost, tokens=tokens, meta=meta)
+                            cost_usd=cost, tokens=report.tokens, meta=meta)
+        return Proposal(description, cost_usd=cost, tokens=report.tokens, meta=meta)
+
+    def _account(self, report: AgentReport, seconds: float, timed_out: bool,
+                 meta: dict[str, Any]) -> float:
+        """The run's cost: as reported, or for a run killed before it could report, an
+        estimate at the cost per second of this agent's earlier reported runs."""
+        if report.cost_reported:
+            if report.cost_usd > 0 and seconds > 0:
+                self._rates.append(report.cost_usd / seconds)
+            return report.cost_usd
+        if timed_out and self._rates:
+            rate = max(self._rates[-20:])  # the costliest recent pace: never under-count
+            meta["cost_estimated"] = (f"killed before it reported a cost; estimated at "
+                                      f"${rate:.6f}/s over {seconds:g}s from earlier runs")
+            return round(rate * seconds, 6)
+        return 0.0
+
+    def cost_unknown(self) -> str | None:
+        if self.label == "claude":
+            return None  # Claude Code's JSON result carries total_cost_usd
+        what = "a custom agent command" if self.label == "command" else f"the {self.label} agent"
+        return f"{what} does not report what it spends"
 
 
 def _tail(path: Path, limit: int) -> str:
@@ -174,33 +227,9 @@ def _tail(path: Path, limit: int) -> str:
 
 
 def final_message(stdout: str) -> tuple[str, float, int, str | None]:
-    """(description, cost_usd, tokens, agent-reported error) from the agent's stdout.
-
-    Claude's ``--output-format json`` result object is read for its text, cost and usage;
-    otherwise the last ``Description:`` line wins, else the last non-empty paragraph.
-    """
-    text, cost, tokens, error = stdout, 0.0, 0, None
-    stripped = stdout.strip()
-    if stripped.startswith("{"):
-        try:
-            data = json.loads(stripped)
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and "result" in data:
-            text = str(data.get("result") or "")
-            cost = float(data.get("total_cost_usd") or data.get("cost_usd") or 0.0)
-            usage = data.get("usage") or {}
-            tokens = sum(int(usage.get(k) or 0) for k in ("input_tokens", "output_tokens"))
-            if data.get("is_error"):
-                error = text or str(data.get("subtype") or "agent reported an error")
-    lines = text.splitlines()
-    for line in reversed(lines):
-        m = _DESCRIPTION.match(line)
-        if m and m.group(1).strip():
-            return " ".join(m.group(1).split())[:500], cost, tokens, error
-    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
-    last = " ".join(paragraphs[-1].split())[:500] if paragraphs else ""
-    return last, cost, tokens, error
+    """(description, cost_usd, tokens, agent-reported error) from the agent's stdout."""
+    r = read_report(stdout)
+    return r.description, r.cost_usd, r.tokens, r.error
 
 
 @register("agent")

@@ -23,6 +23,7 @@ should stop the run with a message.
 
 from __future__ import annotations
 
+import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,52 @@ class Proposer(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (processes, clients)."""
+
+    def cost_unknown(self) -> str | None:
+        """Why this proposer cannot report what it spends, or None when it can (or spends
+        nothing). ``run --max-cost`` refuses to start on a reason unless the user accepts
+        the risk. Override in a proposer that calls a paid service it cannot price."""
+        return None
+
+
+ACCEPT_UNPRICED_FLAG = "--accept-unknown-cost"
+
+
+def check_cost_cap(proposer: Proposer, max_cost: float | None, accepted: bool) -> str | None:
+    """Refuse a ``--max-cost`` that could never trigger: raise ProposerError when the
+    proposer cannot report its spend, unless the user passed ``ACCEPT_UNPRICED_FLAG``
+    (then the reason comes back, to be shown as a warning)."""
+    if max_cost is None:
+        return None
+    reason = proposer.cost_unknown()
+    if reason is None:
+        return None
+    if accepted:
+        return f"--max-cost ${max_cost:g} cannot see this spend: {reason}"
+    raise ProposerError(
+        f"--max-cost ${max_cost:g} could never stop this run: {reason}, so its spend counts "
+        f"as $0. Configure a price where that is possible, cap the run with "
+        f"--max-experiments or --hours instead, or pass {ACCEPT_UNPRICED_FLAG} to run anyway.")
+
+
+def safe_propose(proposer: Proposer, context: Context) -> Proposal:
+    """``proposer.propose(context)``, with any surprise turned into a failed proposal.
+
+    ``ProposerError`` (a fatal, explained condition) and ``KeyboardInterrupt`` still
+    propagate; any other exception is a bug or an unforeseen answer, which should cost
+    one experiment (an ``invalid`` row with the reason), not the night.
+    """
+    try:
+        return proposer.propose(context)
+    except ProposerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the point: no proposer surprise is a crash
+        where = traceback.extract_tb(exc.__traceback__)[-1:]
+        at = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
+        return Proposal(description=f"({proposer.name} proposer failed)",
+                        error=f"the {proposer.name} proposer failed unexpectedly: "
+                              f"{type(exc).__name__}: {exc}{at}",
+                        meta={"exception": type(exc).__name__})
 
 
 def run_in_sandbox(context: Context, command: str | Sequence[str], log: Path, timeout: float,

@@ -1,32 +1,48 @@
 """Chat clients over plain httpx: OpenAI chat-completions and Anthropic Messages.
 
 No SDK: two small JSON shapes do not justify two heavy dependencies, and one code
-path for retries keeps the behaviour identical across providers.
+path for retries keeps the behaviour identical across providers. Request and
+response shapes, and the retry rules, follow the official ``openai`` and
+``anthropic`` Python SDKs.
 
-Error policy, decided once here:
+Error policy, decided once here (as the SDKs do):
 
-- 429, 5xx, timeouts and connection errors are transient: retry with
-  exponential backoff (``backoff`` seconds, doubling, capped), and when the
-  server sends ``Retry-After`` wait exactly that long instead. When retries
-  run out, ``ApiUnavailable`` is raised; the proposer turns it into an
-  ``invalid`` proposal, so an overnight blip costs one experiment, while a
-  dead server trips the loop's consecutive-failure stop.
-- 400/401/403/404 (and other 4xx) can never succeed by retrying, so they raise
-  ``ProposerError`` with what to fix (the key's env var, the model, the URL).
+- 408, 409, 429, 5xx (529 "overloaded" included), timeouts and connection
+  errors are transient: retry with exponential backoff (``backoff`` seconds,
+  doubling, jittered, capped). A ``retry-after-ms`` or ``retry-after`` header is
+  waited out instead, and ``x-should-retry: true|false`` overrides the status.
+  When retries run out, ``ApiUnavailable`` is raised; the proposer turns it into
+  an ``invalid`` proposal, so an overnight blip costs one experiment.
+- A 429 ``insufficient_quota`` (OpenAI) or a "credit balance is too low" 400
+  (Anthropic) is permanent: ``ProposerError`` at once, naming the key's variable.
+- A 400 that names an unsupported parameter is learned from, once per client:
+  ``max_tokens`` becomes ``max_completion_tokens`` (OpenAI reasoning models),
+  and ``temperature`` is dropped (reasoning models, Claude Sonnet 5 and later).
+  Known reasoning families (o1/o3/o4, gpt-5...) get this from the first call.
+- Any other 4xx can never succeed by retrying: ``ProposerError`` with the fix.
 """
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 
 from autoresearch.proposers.base import ProposerError
+from autoresearch.proposers.prices import Price, parse_prices
+from autoresearch.proposers.responses import Reply, ShapeError, parse_anthropic, parse_openai
+
+__all__ = ["ANTHROPIC_VERSION", "DEFAULT_BASE_URLS", "DEFAULT_KEY_ENV", "ApiUnavailable",
+           "ChatClient", "Message", "Price", "Reply", "parse_prices", "retry_after"]
+
+log = logging.getLogger(__name__)
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_BASE_URLS = {
@@ -34,7 +50,17 @@ DEFAULT_BASE_URLS = {
     "anthropic": "https://api.anthropic.com/v1",
 }
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-MAX_WAIT = 120.0  # never sleep longer than this between tries, whatever Retry-After says
+MAX_WAIT = 120.0  # never sleep longer than this between tries, whatever the server says
+RETRY_STATUS = frozenset({408, 409, 429})  # plus every 5xx
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+# OpenAI reasoning families: max_completion_tokens, and only the default temperature.
+_REASONING_MODEL = re.compile(r"(^|/)(o\d|gpt-5)", re.IGNORECASE)
+_NO_CREDIT = re.compile(r"insufficient_quota|exceeded your current quota|credit balance is too "
+                        r"low|insufficient (credits|balance)", re.IGNORECASE)
+
+
+def is_reasoning_model(model: str) -> bool:
+    return bool(_REASONING_MODEL.search(model))
 
 
 class ApiUnavailable(RuntimeError):
@@ -47,18 +73,14 @@ class Message:
     content: str
 
 
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    input_tokens: int
-    output_tokens: int
-    model: str  # as reported by the server (may differ from the requested alias)
-    attempts: int  # HTTP attempts this reply took, retries included
-
-
 @dataclass
 class ChatClient:
-    """One provider endpoint. ``sleep`` is injectable so tests need not wait."""
+    """One provider endpoint. ``sleep`` is injectable so tests need not wait.
+
+    ``complete(system, messages, max_tokens=None)`` returns a ``Reply``; what the
+    client learns from a 400 (``token_param``, ``send_temperature``) is kept for
+    every later call.
+    """
 
     provider: str  # "openai" | "anthropic"
     model: str
@@ -71,7 +93,20 @@ class ChatClient:
     retries: int = 5
     backoff: float = 2.0
     sleep: Callable[[float], None] = time.sleep
+    reasoning_effort: str | None = None  # OpenAI reasoning models only
+    token_param: str = ""  # "max_tokens" | "max_completion_tokens"; "" = decide by model
+    send_temperature: bool = True
+    learned: list[str] = field(default_factory=list)  # what 400s taught us, for the log
     _http: httpx.Client | None = None
+
+    def __post_init__(self) -> None:
+        if not self.token_param:
+            reasoning = self.provider == "openai" and is_reasoning_model(self.model)
+            self.token_param = "max_completion_tokens" if reasoning else "max_tokens"
+            if reasoning and self.temperature is not None:
+                self.send_temperature = False
+                log.warning("temperature=%g is not sent: %s is a reasoning model and accepts "
+                            "only its default.", self.temperature, self.model)
 
     def _client(self) -> httpx.Client:
         if self._http is None:
@@ -85,50 +120,53 @@ class ChatClient:
 
     # ------------------------------------------------------------ request shapes
 
-    def _request(self, system: str, messages: Sequence[Message]) -> tuple[str, dict, dict]:
+    def _request(self, system: str, messages: Sequence[Message],
+                 max_tokens: int) -> tuple[str, dict, dict]:
         url = self.base_url.rstrip("/")
         headers = {"content-type": "application/json"}
-        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}
-        if self.temperature is not None:
+        body: dict[str, Any] = {"model": self.model}
+        if self.temperature is not None and self.send_temperature:
             body["temperature"] = self.temperature
-        chat = [{"role": m.role, "content": m.content} for m in messages]
+        # Never an empty turn: Anthropic rejects it, and it tells the model nothing.
+        chat = [{"role": m.role, "content": m.content} for m in messages if m.content.strip()]
         if self.provider == "anthropic":
             url += "/messages"
             headers["anthropic-version"] = ANTHROPIC_VERSION
             if self.api_key:
                 headers["x-api-key"] = self.api_key
+            body["max_tokens"] = max_tokens
             body["system"] = system
             body["messages"] = chat
         else:
             url += "/chat/completions"
             if self.api_key:
                 headers["authorization"] = f"Bearer {self.api_key}"
+            body[self.token_param] = max_tokens
+            if self.reasoning_effort:
+                body["reasoning_effort"] = self.reasoning_effort
             body["messages"] = [{"role": "system", "content": system}, *chat]
         return url, headers, body
 
-    def _parse(self, data: Any) -> tuple[str, int, int, str]:
+    def _parse(self, data: Any) -> Reply:
         try:
-            if self.provider == "anthropic":
-                text = "".join(b.get("text", "") for b in data["content"]
-                               if b.get("type", "text") == "text")
-                usage = data.get("usage") or {}
-                return (text, int(usage.get("input_tokens") or 0),
-                        int(usage.get("output_tokens") or 0), str(data.get("model") or ""))
-            text = data["choices"][0]["message"].get("content") or ""
-            usage = data.get("usage") or {}
-            return (text, int(usage.get("prompt_tokens") or 0),
-                    int(usage.get("completion_tokens") or 0), str(data.get("model") or ""))
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ApiUnavailable(f"unexpected response shape from {self.base_url}: "
+            return parse_anthropic(data) if self.provider == "anthropic" else parse_openai(data)
+        except (ShapeError, KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise ApiUnavailable(f"unexpected response shape from {self.base_url} ({exc}): "
                                  f"{str(data)[:300]}") from exc
 
     # ------------------------------------------------------------ the call
 
-    def complete(self, system: str, messages: Sequence[Message]) -> Reply:
-        url, headers, body = self._request(system, messages)
+    def complete(self, system: str, messages: Sequence[Message], *,
+                 max_tokens: int | None = None) -> Reply:
+        limit = max_tokens or self.max_tokens
         last = ""
-        for attempt in range(1, self.retries + 2):
+        attempt = 0
+        relearned = 0
+        while True:
+            attempt += 1
+            url, headers, body = self._request(system, messages, limit)
             wait: float | None = None
+            retry = True
             try:
                 resp = self._client().post(url, headers=headers, json=body)
             except httpx.TimeoutException:
@@ -142,13 +180,20 @@ class ChatClient:
                     except ValueError:
                         last = f"HTTP {resp.status_code} with a body that is not JSON"
                     else:
-                        text, tin, tout, model = self._parse(data)
-                        return Reply(text, tin, tout, model or self.model, attempt)
-                elif resp.status_code == 429 or resp.status_code >= 500:
-                    last = f"HTTP {resp.status_code}: {_error_text(resp)}"
-                    wait = retry_after(resp.headers.get("retry-after"))
+                        reply = self._parse(data)
+                        return replace(reply, model=reply.model or self.model, attempts=attempt,
+                                       max_tokens=limit)
                 else:
-                    raise ProposerError(self._fatal_message(resp))
+                    if resp.status_code == 400 and relearned < 2 and self._learn(resp):
+                        relearned += 1  # the same call again, fixed; not a retry
+                        attempt -= 1
+                        continue
+                    last = f"HTTP {resp.status_code}: {_error_text(resp)}"
+                    retry = self._should_retry(resp)
+                    wait = retry_after(resp.headers)
+            if not retry:
+                raise ApiUnavailable(f"{self.provider} API at {self.base_url} failed and asked "
+                                     f"not to be retried (x-should-retry: false); {last}")
             if attempt > self.retries:
                 break
             if wait is None:
@@ -157,6 +202,50 @@ class ChatClient:
             self.sleep(min(wait, MAX_WAIT))
         raise ApiUnavailable(f"{self.provider} API at {self.base_url} failed "
                              f"{self.retries + 1} times; last error: {last}")
+
+    def _should_retry(self, resp: httpx.Response) -> bool:
+        """True: retry; False: give up on this call (not fatal); raises when fatal."""
+        code = resp.status_code
+        if _NO_CREDIT.search(_error_text(resp, code=True)):
+            raise ProposerError(self._no_credit_message(resp))
+        hint = resp.headers.get("x-should-retry", "").strip().lower()
+        transient = code in RETRY_STATUS or code >= 500
+        if hint == "true":
+            return True
+        if hint == "false":
+            if transient:
+                return False
+            raise ProposerError(self._fatal_message(resp))
+        if transient:
+            return True
+        raise ProposerError(self._fatal_message(resp))
+
+    def _learn(self, resp: httpx.Response) -> bool:
+        """Adapt to a 400 that names an unsupported parameter; True if the call may be
+        sent again. Remembered for every later call of this client."""
+        err = _error_dict(resp)
+        param = str(err.get("param") or "")
+        text = f"{param} {err.get('code') or ''} {err.get('message') or ''}".lower()
+        if (self.provider == "openai" and self.token_param == "max_tokens"
+                and (param == "max_tokens" or "max_completion_tokens" in text)):
+            self.token_param = "max_completion_tokens"
+            self.learned.append("sends max_completion_tokens (the model rejected max_tokens)")
+        elif (self.send_temperature and self.temperature is not None and "temperature" in text
+              and (param == "temperature" or "unsupported" in text or "not support" in text
+                   or "only the default" in text)):
+            self.send_temperature = False
+            self.learned.append(f"drops temperature={self.temperature:g} (the model accepts "
+                                "only its default)")
+        else:
+            return False
+        log.warning("%s %s: %s", self.provider, self.model, self.learned[-1])
+        return True
+
+    def _no_credit_message(self, resp: httpx.Response) -> str:
+        return (f"{self.provider} API at {self.base_url}: the account behind {self.key_env} has "
+                f"no quota or credit left (HTTP {resp.status_code}: {_error_text(resp)}). "
+                "This is not retried. Add credit or raise the limit in the provider's billing "
+                f"settings, or set {self.key_env} to a key of an account that has some.")
 
     def _fatal_message(self, resp: httpx.Response) -> str:
         code, detail = resp.status_code, _error_text(resp)
@@ -172,24 +261,50 @@ class ChatClient:
             return (f"{where} answered 404 ({detail}). Check base_url (OpenAI-compatible "
                     f"servers usually end in /v1) and that model {self.model!r} exists.")
         return (f"{where} rejected the request (HTTP {code}: {detail}). Check model "
-                f"{self.model!r}, max_tokens={self.max_tokens} and temperature in [proposer].")
+                f"{self.model!r}, max_tokens={self.max_tokens}, temperature and "
+                "reasoning_effort in [proposer].")
 
 
-def _error_text(resp: httpx.Response) -> str:
+def _error_dict(resp: httpx.Response) -> dict[str, Any]:
+    """The ``error`` object of both APIs: OpenAI {message, type, param, code};
+    Anthropic {"type": "error", "error": {type, message}}."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    err = data.get("error") if isinstance(data, dict) else None
+    return err if isinstance(err, dict) else {}
+
+
+def _error_text(resp: httpx.Response, code: bool = False) -> str:
+    err = _error_dict(resp)
+    if err:
+        text = str(err.get("message") or err)[:300]
+        return f"{err.get('code') or ''} {err.get('type') or ''} {text}" if code else text
     try:
         data = resp.json()
     except ValueError:
         return resp.text.strip()[:300] or resp.reason_phrase
-    err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, dict):
-        return str(err.get("message") or err)[:300]
-    if isinstance(err, str):
-        return err[:300]
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return str(data["error"])[:300]
     return str(data)[:300]
 
 
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+def retry_after(headers: httpx.Headers | dict[str, str] | str | None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (delta-seconds or an
+    HTTP date). A bare string is read as a Retry-After value."""
+    if headers is None:
+        return None
+    if isinstance(headers, str):
+        headers = {"retry-after": headers}
+    lower = {k.lower(): v for k, v in headers.items()}
+    ms = lower.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = lower.get("retry-after")
     if not value:
         return None
     try:
@@ -201,36 +316,3 @@ def retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-# ---------------------------------------------------------------- cost
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per million tokens."""
-
-    input: float
-    output: float
-
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input + output_tokens * self.output) / 1e6
-
-
-def parse_prices(value: Any) -> dict[str, Price]:
-    """``{model = [in, out]}`` or ``{model = {input = x, output = y}}``, USD per 1M tokens."""
-    if not isinstance(value, dict):
-        raise ValueError("expected a table of model = [input_usd_per_mtok, output_usd_per_mtok]")
-    out: dict[str, Price] = {}
-    for model, p in value.items():
-        if isinstance(p, dict) and set(p) <= {"input", "output"} and p:
-            pair = [p.get("input", 0.0), p.get("output", 0.0)]
-        elif isinstance(p, list | tuple) and len(p) == 2:
-            pair = list(p)
-        else:
-            raise ValueError(f"{model}: expected [input, output] USD per million tokens, got {p!r}")
-        if not all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0
-                   for x in pair):
-            raise ValueError(f"{model}: prices must be non-negative numbers, got {p!r}")
-        out[str(model)] = Price(float(pair[0]), float(pair[1]))
-    return out

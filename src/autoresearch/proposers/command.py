@@ -90,6 +90,9 @@ class CommandProposer(Proposer):
                             error=f"proposer command exited {res.exit_code}: {tail}")
         return Proposal(lines[-1] if lines else "(no description)")
 
+    def cost_unknown(self) -> str | None:
+        return "a proposer command does not report what it spends"
+
     def close(self) -> None:
         if getattr(self, "_tmp", None):
             shutil.rmtree(self._tmp, ignore_errors=True)
