@@ -40,6 +40,7 @@ from autoresearch.proposers.base import Context, Proposal, Proposer, ProposerErr
 from autoresearch.proposers.options import HARNESS_KEYS
 from autoresearch.proposers.sweep_space import (
     Constant,
+    contains,
     default_cap,
     dist_from_json,
     dist_to_json,
@@ -217,15 +218,23 @@ class SweepProposer(Proposer):
             if not params or not all(n in self.caps for n in params):
                 continue
             self.note_outcome(exp.status)
-            regions = meta.get("region", {}) if isinstance(meta.get("region"), dict) else {}
-            dists = {n: widened(dist_from_json(self.caps[n], regions.get(n))
-                                if self.opts.sampler == "tpe" else self.caps[n], v)
-                     for n, v in params.items()}
-            self._tell_past(params, dists, exp)
+            if self.opts.sampler == "cmaes":
+                # CMA-ES works on the intersection of all trials' spaces: same caps or nothing.
+                if set(params) != set(self.caps) or not all(
+                        contains(self.caps[n], v) for n, v in params.items()):
+                    continue
+                dists = dict(self.caps)
+            else:
+                regions = meta.get("region")
+                regions = regions if isinstance(regions, dict) else {}
+                dists = {n: widened(dist_from_json(self.caps[n], regions.get(n)), v)
+                         for n, v in params.items()}
+            self.tell_point(params, dists, exp)
         self._seed_centre(constants, history)
 
-    def _tell_past(self, params: dict[str, Any], dists: dict[str, BaseDistribution],
+    def tell_point(self, params: dict[str, Any], dists: dict[str, BaseDistribution],
                    exp: Experiment) -> None:
+        """Tell the study a point it did not ask for (a past row, a hybrid model's guess)."""
         ok = exp.metric is not None and exp.status in MEASURED
         try:
             self.study.add_trial(optuna.trial.create_trial(
