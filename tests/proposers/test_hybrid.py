@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+from conftest import make_repo, run_cli, toy_toml
 
 from autoresearch.ledger import Experiment
 from autoresearch.proposers import make_proposer
@@ -170,3 +172,25 @@ def test_a_dollar_in_the_study_is_not_a_template_variable(root, chat_server, mon
 def test_config_errors_name_the_key(root, options, sweep, message):
     with pytest.raises(ConfigError, match=message):
         make_proposer("hybrid", task(root, sweep), {"model": "m", **options})
+
+
+def test_hybrid_through_the_real_loop(tmp_path: Path, chat_server: ChatServer) -> None:
+    extra = ('\n[decision]\npolicy = "strict"\n\n[proposer]\nkind = "hybrid"\nbackoff = 0.01\n'
+             '\n[proposer.sweep]\nLEARNING_RATE = { low = 0.001, high = 1.0, log = true }\n')
+    repo = make_repo(tmp_path / "repo", toml=toy_toml(extra=extra))
+    edit = ("Description: more steps\n\ntrain.py\n<<<<<<< SEARCH\nSTEPS = 150\n=======\n"
+            "STEPS = 300\n>>>>>>> REPLACE\n")
+    chat_server.script(openai_answer("Accept: optimizer"), openai_answer(edit))
+    res = run_cli(repo, "run", "--tag", "h", "--max-experiments", "2", "--model", "toy-model",
+                  "--base-url", chat_server.url)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in
+            (repo / ".autoresearch" / "h" / "results.jsonl").read_text().splitlines()]
+    accepted, code = rows[1], rows[2]
+    assert accepted["proposer"] == "hybrid" and accepted["proposal"]["accepted"] is True
+    assert accepted["description"].startswith("optimizer (accepted by the model): "
+                                              "LEARNING_RATE 0.02 -> ")
+    # STEPS is not in the sweep's space, so the model's change is a plain code change.
+    assert code["description"] == "more steps" and "params" not in code["proposal"]
+    second = chat_server.seen[1].body["messages"][-1]["content"]
+    assert f"- #1 {accepted['status']} " in second  # the model saw the first point's outcome
