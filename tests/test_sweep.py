@@ -258,3 +258,14 @@ def test_sweep_with_cmaes_and_file_through_the_real_loop(tmp_path: Path) -> None
     swept = [r for r in rows if r["proposer"] == "sweep"]
     assert len(swept) == 2 and all(r["proposal"]["sampler"] == "cmaes" for r in swept)
     assert all(len(r["proposal"]["params"]) >= 2 for r in swept)
+
+
+def test_integer_sizes_travel_at_half_the_pace(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    prop = SweepProposer(sweep_task(root), {})
+    prop.setup([BASELINE])
+    depth = prop.regions(find_constants(TOY))["DEPTH"]
+    assert isinstance(depth, IntDistribution) and (depth.low, depth.high) == (4, 16)
+    prop.note_outcome("keep")
+    depth = prop.regions(find_constants(TOY))["DEPTH"]
+    assert isinstance(depth, IntDistribution) and (depth.low, depth.high) == (2, 32)

@@ -133,14 +133,16 @@ def region(cap: BaseDistribution, centre: Value, scale: float, radius: float
            ) -> BaseDistribution:
     """The window of `cap` searched this experiment, centred on the incumbent's `centre`.
 
-    Log-scaled ranges span ``centre / f .. centre * f`` with ``f = radius ** scale``;
-    linear ones ``centre +- scale * (high - low) / 4``. Choices are never narrowed.
+    Log-scaled ranges span ``centre / f .. centre * f`` with ``f = radius ** scale``
+    (``radius ** (scale / 2)`` for integers, which are mostly sizes: depth, batch, heads,
+    where x4 at once tends to crash rather than teach); linear ones
+    ``centre +- scale * (high - low) / 4``. Choices are never narrowed.
     """
     if not isinstance(cap, (FloatDistribution, IntDistribution)) or isinstance(centre, str):
         return cap
     c = _clamp(float(centre), cap.low, cap.high)
     if cap.log:
-        f = radius ** scale
+        f = radius ** (scale / 2 if isinstance(cap, IntDistribution) else scale)
         low, high = c / f, c * f
     else:
         half = scale * (cap.high - cap.low) / 4
