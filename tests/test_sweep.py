@@ -269,3 +269,25 @@ def test_integer_sizes_travel_at_half_the_pace(tmp_path: Path) -> None:
     prop.note_outcome("keep")
     depth = prop.regions(find_constants(TOY))["DEPTH"]
     assert isinstance(depth, IntDistribution) and (depth.low, depth.high) == (2, 32)
+
+
+def test_cmaes_resume_retells_rows_in_the_same_space(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    task = sweep_task(root)
+    space = {"sampler": "cmaes", "LR": {"low": 1e-3, "high": 1e3, "log": True},
+             "WARMUP": {"low": 0.1, "high": 1.0}}
+    first = SweepProposer(task, space)
+    first.setup([BASELINE])
+    history = [BASELINE]
+    for i in range(1, 4):
+        p = first.propose(ctx(root, i))
+        row = Experiment(id=i, status="discard", description=p.description, metric=3.5,
+                         proposer="sweep", proposal=p.meta)
+        first.observe(row)
+        history.append(row)
+    again = SweepProposer(task, space)
+    again.setup(history)
+    complete = [t for t in again.study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4  # the incumbent and three rows, all over both constants
+    assert all(set(t.params) == {"LR", "WARMUP"} for t in complete)
+    assert again.propose(ctx(root, 4)).error is None

@@ -298,7 +298,7 @@ class SweepProposer(Proposer):
                     new = float(format_value(new))
                 params[n] = new
                 old = constants[n].value
-                if new == old and type(new) is type(old):
+                if new == old and isinstance(new, bool) == isinstance(old, bool):
                     continue
                 new_source = rewrite(new_source, find_constants(new_source)[n], new)
                 changes.append(f"{n} {format_value(old)} -> {format_value(new)}")
