@@ -26,6 +26,7 @@ _BUILTIN = {
     "command": "autoresearch.proposers.command",
     "llm": "autoresearch.proposers.llm",
     "agent": "autoresearch.proposers.agent",
+    "hybrid": "autoresearch.proposers.hybrid",
 }
 
 __all__ = ["Context", "Proposal", "Proposer", "ProposerError", "make_proposer", "register"]
