@@ -181,8 +181,9 @@ def test_hybrid_through_the_real_loop(tmp_path: Path, chat_server: ChatServer) -
     edit = ("Description: more steps\n\ntrain.py\n<<<<<<< SEARCH\nSTEPS = 150\n=======\n"
             "STEPS = 300\n>>>>>>> REPLACE\n")
     chat_server.script(openai_answer("Accept: optimizer"), openai_answer(edit))
+    # --pipeline 0: the second prompt must show the first result (not proposed ahead).
     res = run_cli(repo, "run", "--tag", "h", "--max-experiments", "2", "--model", "toy-model",
-                  "--base-url", chat_server.url)
+                  "--base-url", chat_server.url, "--pipeline", "0")
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in
             (repo / ".autoresearch" / "h" / "results.jsonl").read_text().splitlines()]

@@ -70,8 +70,9 @@ class AcceptingClient(ChatClient):
         return cls(**{f.name: getattr(client, f.name) for f in dataclasses.fields(client)
                       if f.init})
 
-    def complete(self, system: str, messages: Sequence[Message]) -> Reply:
-        reply = super().complete(system, messages)
+    def complete(self, system: str, messages: Sequence[Message], *,
+                 max_tokens: int | None = None) -> Reply:
+        reply = super().complete(system, messages, max_tokens=max_tokens)
         text = self.on_reply(reply.text) if self.on_reply else None
         return reply if text is None else dataclasses.replace(reply, text=text)
 

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch.ledger import Experiment
-from autoresearch.proposers.base import Context, Proposal, Proposer, ProposerError
+from autoresearch.proposers.base import (
+    Context,
+    Proposal,
+    Proposer,
+    ProposerError,
+    safe_propose,
+)
 
 
 @dataclass(frozen=True)
@@ -120,12 +126,10 @@ class ProposerPool:
         started = time.time()
         t0 = time.monotonic()
         fatal = None
-        try:
-            proposal = self.proposer.propose(self._context(exp_id, parent, workdir))
+        try:  # any other surprise is a failed proposal, not a dead night
+            proposal = safe_propose(self.proposer, self._context(exp_id, parent, workdir))
         except ProposerError as exc:
             proposal, fatal = Proposal(description="", error=str(exc)), exc
-        except Exception as exc:  # a proposer bug is a failed proposal, not a dead night
-            proposal = Proposal(description="", error=f"{type(exc).__name__}: {exc}")
         return Ticket(exp_id, parent, workdir, proposal, started, time.monotonic() - t0, fatal)
 
     def _work(self) -> None:
