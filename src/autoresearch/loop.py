@@ -335,7 +335,8 @@ class Loop:
         workdir = self.ws.export_tree(e.diff["tree"], self.ws.state / "scratch" /
                                       f"propose-{exp_id}")
         desc = e.description.removesuffix(" (re-run after interruption)")
-        return Ticket(exp_id, self.point.tip, workdir, Proposal(
+        # Made on its own parent: if the incumbent moved since, a keep is merged onto it.
+        return Ticket(exp_id, e.parent, workdir, Proposal(
             f"{desc} (re-run after interruption)"), time.time(), 0.0, rerun_of=e.id)
 
     def _reserve_id(self) -> int:

@@ -237,8 +237,9 @@ class DecisionPoint:
         self._say(f"[exp {cand.base.id}] was measured on an older incumbent; its change, "
                   f"merged onto {self.tip[:8]}, runs again")
         self._drop_handover(cand)
-        rebased = replace(cand.base, parent=self.tip,
-                          evidence={**cand.base.evidence, "rebased_from": old})
+        rebased = replace(cand.base, parent=self.tip, diff={**cand.base.diff, "tree": merged},
+                          evidence={**cand.base.evidence, "rebased_from": old,
+                                    "unmerged_tree": cand.tree})
         self.active.pop(cand.base.id)
         patch = self.ws.diff_trees(self.tip, merged)
         self._start(Candidate(rebased, merged), patch)
