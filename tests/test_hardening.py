@@ -125,7 +125,7 @@ def test_init_commit_takes_only_the_template_files(tmp_path: Path) -> None:
 
 def test_init_below_a_repo_root_makes_a_repo_of_its_own(toy_repo: Path) -> None:
     head = git(toy_repo, "rev-parse", "HEAD")
-    res = run_cli(toy_repo, "init", "--template", "basic", "sub/task")
+    res = run_cli(toy_repo, "init", "--yes", "--template", "basic", "sub/task")
     assert res.returncode == 0, res.stderr
     sub = toy_repo / "sub" / "task"
     assert git(sub, "rev-parse", "--show-toplevel").strip() == str(sub.resolve())
