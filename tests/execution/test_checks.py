@@ -124,6 +124,21 @@ def test_a_flaky_check_is_retried(tmp_path: Path) -> None:
     assert got.status == "checks_failed" and counter.read_text() == "1"
 
 
+def test_a_check_the_harness_stops_is_interrupted_not_failed(tmp_path: Path) -> None:
+    task = _task(tmp_path, ['python -c "import time; time.sleep(600)"'], "check_retries = 3\n")
+    polls: list[int] = []
+
+    def stop() -> bool:  # the user's Ctrl-C, on the harness's third poll
+        polls.append(1)
+        return len(polls) >= 3
+    got = run_checks(task, _guards(task, tmp_path), tmp_path / "logs", 5, dict(os.environ),
+                     Verdict("keep", "better"), stop)
+    assert got.status == "interrupted" and "would have been kept: better" in got.reason
+    assert len(polls) == 3  # not retried: a stop is not a flaky failure
+    assert baseline_checks(task, _guards(task, tmp_path), tmp_path / "logs", dict(os.environ),
+                           lambda: True) is None
+
+
 @needs_bwrap
 def test_checks_follow_the_network_rule(tmp_path: Path) -> None:
     """network = false reaches the checks too: a check cannot connect to a local server."""
@@ -131,8 +146,15 @@ def test_checks_follow_the_network_rule(tmp_path: Path) -> None:
     server.bind(("127.0.0.1", 0))
     server.listen(8)
     port = server.getsockname()[1]
-    threading.Thread(target=lambda: [server.accept()[0].close() for _ in range(8)],
-                     daemon=True).start()
+
+    def serve() -> None:
+        try:
+            while True:
+                server.accept()[0].close()
+        except OSError:  # closed at the end of the test
+            return
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     connect = (f'python -c "import socket; socket.create_connection((\'127.0.0.1\', {port}), '
                'timeout=3)"')
     task = _task(tmp_path, [connect])
@@ -142,7 +164,9 @@ def test_checks_follow_the_network_rule(tmp_path: Path) -> None:
     open_ = run_checks(task, _guards(task, tmp_path, network=True), tmp_path / "logs", 2,
                        dict(os.environ), keep)
     assert open_ == keep
+    server.shutdown(socket.SHUT_RDWR)
     server.close()
+    thread.join(10)
 
 
 def test_error_line_quotes_what_went_wrong() -> None:

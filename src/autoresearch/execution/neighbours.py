@@ -68,12 +68,14 @@ def neighbours(folder: Path | None = None) -> list[Neighbour]:
 def registered(repo: Path, tag: str) -> Iterator[list[Neighbour]]:
     """Register this harness for its lifetime; yield the other live ones."""
     folder = runtime_dir()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    others = neighbours(folder)
     mine = folder / f"{os.getpid()}.json"
-    created = psutil.Process().create_time()
-    mine.write_text(json.dumps({"pid": os.getpid(), "created": created, "repo": str(repo),
-                                "tag": tag}))
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        others = neighbours(folder)
+        mine.write_text(json.dumps({"pid": os.getpid(), "created": psutil.Process().create_time(),
+                                    "repo": str(repo), "tag": tag}))
+    except OSError:  # an unwritable runtime dir costs the warning, never the run
+        others = []
     try:
         yield others
     finally:
