@@ -21,7 +21,7 @@ from autoresearch.execution.checks import baseline_checks, check_env, error_line
 from autoresearch.execution.measure import Guards
 from autoresearch.execution.phase import PhaseRunner
 from autoresearch.execution.sandbox import Sandbox, bwrap_works
-from autoresearch.integrity.tripwire import Canaries, Tripwire
+from autoresearch.integrity.tripwire import Canaries, Tripwire, network_prefix
 from autoresearch.task import ConfigError, TaskSpec, load_task
 
 STRICT = '\n[decision]\npolicy = "strict"\n'
@@ -40,8 +40,10 @@ def _guards(task: TaskSpec, tmp_path: Path, sandbox: str = "auto",
         shutil.copytree(task.root, dest, ignore=shutil.ignore_patterns(".git"))
         return dest
 
+    # As make_guards builds it: without the sandbox, `unshare --net` cuts the network.
+    prefix = network_prefix() if sandbox == "none" else None
     return Guards(Tripwire([]), Canaries([]), tmp_path / "scratch", export, lambda: True,
-                  PhaseRunner(Sandbox(sandbox)), network=network)
+                  PhaseRunner(Sandbox(sandbox), net_prefix=prefix), network=network)
 
 
 def test_check_settings_are_validated(tmp_path: Path) -> None:
@@ -139,9 +141,12 @@ def test_a_check_the_harness_stops_is_interrupted_not_failed(tmp_path: Path) -> 
                            lambda: True) is None
 
 
-@needs_bwrap
-def test_checks_follow_the_network_rule(tmp_path: Path) -> None:
-    """network = false reaches the checks too: a check cannot connect to a local server."""
+@pytest.mark.parametrize("sandbox", ["auto", "none"])
+def test_checks_follow_the_network_rule(tmp_path: Path, sandbox: str) -> None:
+    """network = false reaches the checks too: a check cannot connect to a local server,
+    in the sandbox and, without it, under `unshare --net` (as make_guards sets it up)."""
+    if (sandbox == "auto" and bwrap_works()) or (sandbox == "none" and not network_prefix()):
+        pytest.skip("needs bubblewrap" if sandbox == "auto" else "needs unshare --net")
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -159,10 +164,12 @@ def test_checks_follow_the_network_rule(tmp_path: Path) -> None:
                'timeout=3)"')
     task = _task(tmp_path, [connect])
     keep = Verdict("keep", "better")
-    cut = run_checks(task, _guards(task, tmp_path), tmp_path / "logs", 1, dict(os.environ), keep)
-    assert cut.status == "checks_failed" and "Connection refused" in cut.reason
-    open_ = run_checks(task, _guards(task, tmp_path, network=True), tmp_path / "logs", 2,
-                       dict(os.environ), keep)
+    cut = run_checks(task, _guards(task, tmp_path, sandbox), tmp_path / "logs", 1,
+                     dict(os.environ), keep)
+    assert cut.status == "checks_failed"  # bwrap's loopback is up but empty; unshare's down
+    assert "Connection refused" in cut.reason or "Network is unreachable" in cut.reason
+    open_ = run_checks(task, _guards(task, tmp_path, sandbox, network=True), tmp_path / "logs",
+                       2, dict(os.environ), keep)
     assert open_ == keep
     server.shutdown(socket.SHUT_RDWR)
     server.close()
