@@ -59,6 +59,18 @@ def test_a_fix_committed_after_a_failed_baseline_restarts_the_tag(tmp_path: Path
     assert git(repo, "merge-base", "--is-ancestor", fix, "autoresearch/t") == ""
 
 
+def test_a_tag_stopped_before_its_baseline_starts_from_the_fix(tmp_path: Path) -> None:
+    """E.g. the checks failed on the baseline: a branch and a pin, but no row yet."""
+    repo = make_repo(tmp_path / "r", toml=toy_toml(STRICT, time_budget="5"))
+    git(repo, "branch", "autoresearch/z", "HEAD")
+    (repo / "program.md").write_text("fixed\n")
+    git(repo, "commit", "-qam", "fix")
+    fix = git(repo, "rev-parse", "HEAD").strip()
+    res = run_cli(repo, "run", "--tag", "z", "--max-experiments", "0")
+    assert res.returncode == 0, res.stderr
+    assert ledger(repo, "z")[0]["parent"] == fix
+
+
 def test_clean_asks_then_removes_the_tag(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r", toml=toy_toml(STRICT, time_budget="5"))
     assert run_cli(repo, "run", "--tag", "t", "--max-experiments", "2").returncode == 0

@@ -13,7 +13,7 @@ from autoresearch.workspace import Workspace, git
 
 
 def restart_if_fixed(ws: Workspace, metric: str) -> str | None:
-    """A tag whose baseline failed restarts from a newer commit of the user's branch.
+    """A tag without a baseline (it failed) restarts from a newer commit of the user's branch.
 
     Nothing was ever kept, so nothing was judged under the old task: the run branch moves
     to HEAD (the failed baseline stays in the ledger and under refs/autoresearch/TAG/), the
@@ -22,14 +22,16 @@ def restart_if_fixed(ws: Workspace, metric: str) -> str | None:
         return None
     rows = Ledger(ws.state, metric, key_path(ws.git_dir, ws.tag)).read()
     head = git("rev-parse", "HEAD", cwd=ws.root).strip()
-    if not rows or any(r.status == "keep" for r in rows) or head == ws.branch_tip():
+    # Zero rows too: a start stopped before its baseline (e.g. by checks failing on it).
+    if any(r.status == "keep" for r in rows) or head == ws.branch_tip():
         return None
     ws.set_branch(head)
     (ws.state / "protected.json").unlink(missing_ok=True)  # hashed again at the new commit
-    return (f"tag {ws.tag} has no baseline yet (it failed) and your branch has a new commit "
-            f"{head[:10]}: the tag restarts from it, under the task file as it is now. The "
-            f"failed baseline stays in the ledger; `autoresearch clean --tag {ws.tag}` "
-            "removes the tag instead, or use a new --tag")
+    return (f"tag {ws.tag} has no baseline yet and your branch has a new commit {head[:10]}: "
+            "the tag restarts from it, under the task file as it is now"
+            + (" (the failed baseline stays in the ledger)" if rows else "")
+            + f". `autoresearch clean --tag {ws.tag}` removes the tag instead, or use a new "
+            "--tag")
 
 
 def undo_fresh_tag(ws: Workspace) -> None:
