@@ -30,7 +30,7 @@ from autoresearch.integrity.seal import (
 )
 from autoresearch.ledger import Ledger, LedgerError
 from autoresearch.proposers import ProposerError, available, make_proposer
-from autoresearch.tags import remove_tag, restart_if_fixed, undo_fresh_tag
+from autoresearch.tags import remove_tag, restart_if_fixed, undo_on_failure
 from autoresearch.task import CONFIG_NAME, ConfigError, MetricSpec, TaskSpec, load_task
 from autoresearch.workspace import STATE_DIR, Workspace, WorkspaceError, git
 
@@ -188,36 +188,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     ws.assert_clean()
     ws.assert_tracked([_config_path(args).relative_to(task.root).as_posix(), task.program,
                        *task.protected], task.editable)
+    # Built before anything is written for the tag: a bad option leaves nothing behind.
+    proposer = make_proposer(args.proposer, task, {
+        "provider": args.provider, "model": args.model, "base_url": args.base_url,
+        "agent": args.agent})
+    policy = make_policy(task)
     fresh = not ws.state.exists() and not ws.branch_exists()
-    try:
-        with ws.lock():  # released before the loop takes it again; meanwhile no harness writes
-            restarted = restart_if_fixed(ws, task.metric.name)
-            if restarted:
-                console.print(f"Restart: {escape(restarted)}.")
-            note = _check_tag(ws, task, _config_path(args),
-                              args.accept_task_change or bool(restarted))
-        if note:
-            console.print(f"Task file: {escape(note)}.")
-        proposer = make_proposer(args.proposer, task, {
-            "provider": args.provider, "model": args.model, "base_url": args.base_url,
-            "agent": args.agent})
-        display = Display(task.metric, task.time_budget, console)
-        loop = Loop(task, ws, proposer, make_policy(task), LoopOptions(
-            max_experiments=args.max_experiments, hours=args.hours,
-            max_failures=args.max_failures, max_cost=args.max_cost, seed=args.seed), display)
-        (ws.state).mkdir(parents=True, exist_ok=True)
-        (ws.state / "meta.json").write_text(json.dumps(
-            {"metric": task.metric.name, "direction": task.metric.direction,
-             "root": str(task.root)}))
-        with registered(ws.root, ws.tag) as others:
-            if others:
-                console.print(f"[yellow]warning:[/] {escape(neighbour_warning(others))}",
-                              highlight=False)
-            why = loop.run()
-    except Exception:
-        if fresh:
-            undo_fresh_tag(ws)
-        raise
+    with ws.lock():  # released before the loop takes it again; meanwhile no harness writes
+        restarted = restart_if_fixed(ws, task.metric.name)
+        if restarted:
+            console.print(f"Restart: {escape(restarted)}.")
+        note = _check_tag(ws, task, _config_path(args),
+                          args.accept_task_change or bool(restarted))
+    if note:
+        console.print(f"Task file: {escape(note)}.")
+    display = Display(task.metric, task.time_budget, console)
+    loop = Loop(task, ws, proposer, policy, LoopOptions(
+        max_experiments=args.max_experiments, hours=args.hours, max_failures=args.max_failures,
+        max_cost=args.max_cost, seed=args.seed), display)
+    (ws.state).mkdir(parents=True, exist_ok=True)
+    (ws.state / "meta.json").write_text(json.dumps(
+        {"metric": task.metric.name, "direction": task.metric.direction, "root": str(task.root)}))
+    with registered(ws.root, ws.tag) as others, undo_on_failure(ws, fresh):
+        if others:
+            console.print(f"[yellow]warning:[/] {escape(neighbour_warning(others))}",
+                          highlight=False)
+        why = loop.run()
     console.print(f"Stopped: {why}.")
     from autoresearch.ui.report import render_status
 

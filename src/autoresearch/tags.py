@@ -1,11 +1,14 @@
 """A tag's life cycle beyond one run: restart after a failed baseline, undo, delete.
 
 - `restart_if_fixed`: a tag whose baseline failed picks up the user's fix (a new commit).
-- `undo_fresh_tag`: a start that failed before recording anything leaves nothing behind.
+- `undo_on_failure`: a start that failed before recording anything leaves nothing behind.
 - `remove_tag`: `autoresearch clean --tag T`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from autoresearch.integrity.seal import head_path, key_path
 from autoresearch.ledger import Ledger
@@ -34,14 +37,19 @@ def restart_if_fixed(ws: Workspace, metric: str) -> str | None:
             "--tag")
 
 
-def undo_fresh_tag(ws: Workspace) -> None:
-    """A tag that this invocation created and that recorded nothing (a proposer that failed
-    at setup, a bad option) is removed: no worktree, branch or empty ledger is left."""
-    jsonl = ws.state / "results.jsonl"
-    if jsonl.exists() and jsonl.read_text().strip():
-        return
-    with ws.lock():
-        remove_tag(ws)
+@contextmanager
+def undo_on_failure(ws: Workspace, fresh: bool) -> Iterator[None]:
+    """A tag that this invocation created (`fresh`) and that recorded nothing before an
+    error (a proposer that failed at setup) is removed: no worktree, branch or empty
+    ledger is left. A Ctrl-C is not an error: the tag is left to resume."""
+    try:
+        yield
+    except Exception:
+        jsonl = ws.state / "results.jsonl"
+        if fresh and not (jsonl.exists() and jsonl.read_text().strip()):
+            with ws.lock():
+                remove_tag(ws)
+        raise
 
 
 def remove_tag(ws: Workspace) -> list[str]:
