@@ -79,9 +79,11 @@ def _venvs(path: str) -> tuple[Path, ...]:
     in the sandbox sees them read-only, so the project's own venv works there."""
     found: list[Path] = []
     for entry in path.split(os.pathsep):
-        root = Path(entry).parent if entry else None
-        cfg = root / "pyvenv.cfg" if root else None
-        if root is None or cfg is None or not cfg.is_file():
+        if not os.path.isabs(entry):  # relative entries resolve inside the export
+            continue
+        root = Path(entry).parent
+        cfg = root / "pyvenv.cfg"
+        if not cfg.is_file():
             continue
         found.append(root)
         for line in cfg.read_text(errors="replace").splitlines():
