@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -73,7 +74,9 @@ def installed_plugin(tmp_path: Path) -> Iterator[None]:
     (src / "ar_test_plugin.py").write_text(MODULE)
     (src / "ar_test_broken.py").write_text("import no_such_dependency_here\n")
     try:
-        _pip("install", "--no-deps", "--no-build-isolation", str(src))
+        # Offline where the venv has setuptools; otherwise pip fetches it to build.
+        isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+        _pip("install", "--no-deps", *isolation, str(src))
         yield
     finally:
         subprocess.run([sys.executable, "-m", "pip", "-q", "uninstall", "-y", PACKAGE],
