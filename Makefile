@@ -3,30 +3,40 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+GPT_STAMP := $(VENV)/.gpt-stamp
 # Demo knobs: `make demo BUDGET=300` runs the real 5-minute protocol.
 BUDGET ?= 45
 EXPERIMENTS ?= 4
 DEMO_DIR ?= demo
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-fast lint venv clean
 
+# The harness and its dev tools only: no torch (the GPT extra comes with demo and test).
 venv: $(STAMP)
 
-# torch is pinned below 2.14 in pyproject.toml: an open range pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[gpt,dev]'
+	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# torch is pinned below 2.14 in pyproject.toml: an open range pulls a multi-GB CUDA build.
+$(GPT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[gpt,dev]'
+	touch $(GPT_STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples scripts
 	$(PY) -m mypy
 
-test: lint
+test: lint $(GPT_STAMP)
 	$(PY) -m pytest -q
 
-demo: $(STAMP)
+# Quick iteration: everything but the tests marked slow (`make test` runs them all).
+test-fast: lint $(GPT_STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+demo: $(GPT_STAMP)
 	$(PY) scripts/demo.py --dir $(DEMO_DIR) --budget $(BUDGET) --experiments $(EXPERIMENTS)
 
 clean:

@@ -297,7 +297,7 @@ def run_suite(root: Path) -> list[dict]:
            "AUTORESEARCH_PROFILE": "tiny"}
     repo = root / "gpt"
     ar = [sys.executable, "-m", "autoresearch"]
-    _sh([*ar, "init", "--template", "gpt", str(repo)], root, env)
+    _sh([*ar, "init", "--yes", "--template", "gpt", str(repo)], root, env)
     train = repo / "train.py"
     for name, value in TINY.items():
         src = train.read_text()

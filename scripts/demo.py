@@ -40,8 +40,8 @@ def main() -> None:
     repo = Path(args.dir).resolve() / "gpt"
     ar = [sys.executable, "-m", "autoresearch"]
     if not (repo / "autoresearch.toml").exists():
-        step("create the GPT task repository", [*ar, "init", "--template", "gpt", str(repo)],
-             Path.cwd())
+        step("create the GPT task repository",
+             [*ar, "init", "--yes", "--template", "gpt", str(repo)], Path.cwd())
     step("prepare the data (once; cached)", [sys.executable, "prepare.py"], repo)
     tag = time.strftime("demo-%H%M%S")
     step(f"baseline + {args.experiments} sweep experiments, {args.budget:.0f}s each",

@@ -38,6 +38,14 @@ def make_repo(path: Path, files: dict[str, str] | None = None, toml: str | None 
     return path
 
 
+@pytest.fixture(autouse=True)
+def _private_runtime_dir(tmp_path_factory: pytest.TempPathFactory,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Harnesses started by tests register in a runtime dir of this session: none outside
+    tmp, and no warnings about (or for) other sessions' harnesses on this machine."""
+    monkeypatch.setenv("AUTORESEARCH_RUNTIME_DIR", str(tmp_path_factory.getbasetemp() / "run"))
+
+
 @pytest.fixture
 def toy_repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo")

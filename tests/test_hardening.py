@@ -106,7 +106,12 @@ def test_bad_tags_are_refused_before_anything_is_written(toy_repo: Path, tag: st
     res = run_cli(toy_repo, "run", "--tag", tag)
     assert res.returncode == 2 and "--tag" in res.stderr
     assert not (toy_repo / ".autoresearch").exists()
-    assert not (toy_repo.parent.parent / "evil").exists()
+    # Where `../../evil` would land: the state dir .autoresearch/../../evil is beside the
+    # repository (not two levels up), and the branch refs/heads/autoresearch/../../evil
+    # would be refs/evil.
+    assert not (toy_repo.parent / "evil").exists()
+    assert not (toy_repo / ".git" / "refs" / "evil").exists()
+    assert sorted(p.name for p in toy_repo.parent.iterdir()) == [toy_repo.name]
 
 
 def test_init_commit_takes_only_the_template_files(tmp_path: Path) -> None:
@@ -125,7 +130,7 @@ def test_init_commit_takes_only_the_template_files(tmp_path: Path) -> None:
 
 def test_init_below_a_repo_root_makes_a_repo_of_its_own(toy_repo: Path) -> None:
     head = git(toy_repo, "rev-parse", "HEAD")
-    res = run_cli(toy_repo, "init", "--template", "basic", "sub/task")
+    res = run_cli(toy_repo, "init", "--yes", "--template", "basic", "sub/task")
     assert res.returncode == 0, res.stderr
     sub = toy_repo / "sub" / "task"
     assert git(sub, "rev-parse", "--show-toplevel").strip() == str(sub.resolve())

@@ -30,7 +30,7 @@ def test_valid_toy_config_loads(tmp_path: Path) -> None:
     (toy_toml(time_budget='"fast"'), "time_budget: expected a number"),
     (toy_toml(time_budget="true"), "time_budget: expected a number"),
     (toy_toml(editable='["nope.py"]'), "editable: 'nope.py' matches no file"),
-    (toy_toml(protected='["missing.py"]'), "protected: 'missing.py' does not exist"),
+    (toy_toml(protected='["missing.py"]'), "protected: 'missing.py' matches no file"),
     (toy_toml(program='"charter.md"'), "program: 'charter.md' does not exist"),
     (toy_toml(timeout="5"), "timeout: 5.0 is below time_budget"),
     (toy_toml(checks='["ok", 3]'), "checks: expected a list of strings"),

@@ -17,6 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from autoresearch.execution.neighbours import registered
+from autoresearch.execution.neighbours import warning as neighbour_warning
 from autoresearch.integrity.seal import (
     PIN_NAME,
     changed_keys,
@@ -30,6 +32,7 @@ from autoresearch.integrity.seal import (
 from autoresearch.ledger import Ledger, LedgerError
 from autoresearch.proposers import ProposerError, available, make_proposer
 from autoresearch.proposers.base import check_cost_cap
+from autoresearch.tags import remove_tag, restart_if_fixed, undo_on_failure
 from autoresearch.task import CONFIG_NAME, ConfigError, MetricSpec, TaskSpec, load_task
 from autoresearch.workspace import STATE_DIR, Workspace, WorkspaceError, git
 
@@ -53,25 +56,49 @@ def _template_dir(name: str) -> Path:
     return root / name
 
 
+def _confirm(question: str, yes: bool, refusal: str) -> None:
+    """Go on with `--yes` or a "y" typed at a terminal; otherwise stop, naming the fix."""
+    if yes:
+        return
+    if sys.stdin.isatty():
+        console.print(f"{question} [y/N] ", end="")
+        if input().strip().lower() in ("y", "yes"):
+            return
+    raise ConfigError(refusal)
+
+
+def _git_top(path: Path) -> Path | None:
+    probe = path
+    while not probe.exists():  # DIR may not exist yet: ask its nearest existing parent
+        probe = probe.parent
+    top = git("rev-parse", "--show-toplevel", cwd=probe, check=False).strip()
+    return Path(top).resolve() if top else None
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     dest = Path(args.dir).resolve()
     src = _template_dir(args.template)
     files = [p for p in sorted(src.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
-    dest.mkdir(parents=True, exist_ok=True)
     clashes = [p.relative_to(src) for p in files if (dest / p.relative_to(src)).exists()]
     if clashes and not args.force:
         raise ConfigError(f"{dest} already has {', '.join(map(str, clashes))}; "
                           "nothing was written. Use --force to overwrite.")
+    # A task needs its own repository root (paths resolve there, and the worktree is a
+    # checkout of it). Below another repository's root, DIR becomes a repository of its own.
+    fresh = _git_top(dest) != dest
+    if fresh:
+        _confirm(f"{dest} is not the root of a git repository. Run `git init` there and commit "
+                 "the template's files?", args.yes,
+                 f"{dest} is not the root of a git repository, and autoresearch uses git as "
+                 "its undo. Nothing was written. Rerun with --yes to let init run `git init` "
+                 "and commit the template's files, or run `git init` there yourself first.")
+    dest.mkdir(parents=True, exist_ok=True)
     for p in files:
         rel = p.relative_to(src)
         # Dotfiles are shipped without their dot so packaging tools don't drop them.
         target = dest / (("." + rel.name) if rel.name == "gitignore" else rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, target)
-    # A task needs its own repository root (paths resolve there, and the worktree is a
-    # checkout of it). Below another repository's root, DIR becomes a repository of its own.
-    top = git("rev-parse", "--show-toplevel", cwd=dest, check=False).strip()
-    fresh = not top or Path(top).resolve() != dest
     if fresh:
         git("init", "-q", cwd=dest)
     if fresh or args.commit:  # only the files written here, never the user's other work
@@ -163,16 +190,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     ws.assert_clean()
     ws.assert_tracked([_config_path(args).relative_to(task.root).as_posix(), task.program,
                        *task.protected], task.editable)
-    with ws.lock():  # released before the loop takes it again; meanwhile no harness writes
-        note = _check_tag(ws, task, _config_path(args), args.accept_task_change)
-    if note:
-        console.print(f"Task file: {escape(note)}.")
+    # Built before anything is written for the tag: a bad option leaves nothing behind.
     proposer = make_proposer(args.proposer, task, {
         "provider": args.provider, "model": args.model, "base_url": args.base_url,
         "agent": args.agent})
     unpriced = check_cost_cap(proposer, args.max_cost, args.accept_unknown_cost)
     if unpriced:
         console.print(f"[yellow]Warning:[/] {escape(unpriced)}.")
+    policy = make_policy(task)
+    fresh = not ws.state.exists() and not ws.branch_exists()
+    with ws.lock():  # released before the loop takes it again; meanwhile no harness writes
+        restarted = restart_if_fixed(ws, task.metric.name)
+        if restarted:
+            console.print(f"Restart: {escape(restarted)}.")
+        note = _check_tag(ws, task, _config_path(args),
+                          args.accept_task_change or bool(restarted))
+    if note:
+        console.print(f"Task file: {escape(note)}.")
     display = Display(task.metric, task.time_budget, console)
     ex = task.execution
     workers = args.workers if args.workers is not None else ex.workers
@@ -180,7 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers {workers}: give 1 or more.")
     if args.pipeline is not None and args.pipeline < 0:
         raise ConfigError(f"--pipeline {args.pipeline}: give 0 or more.")
-    loop = Loop(task, ws, proposer, make_policy(task), LoopOptions(
+    loop = Loop(task, ws, proposer, policy, LoopOptions(
         max_experiments=args.max_experiments, hours=args.hours, max_failures=args.max_failures,
         max_cost=args.max_cost, seed=args.seed, workers=workers,
         pipeline=args.pipeline if args.pipeline is not None else ex.pipeline,
@@ -190,7 +224,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     (ws.state).mkdir(parents=True, exist_ok=True)
     (ws.state / "meta.json").write_text(json.dumps(
         {"metric": task.metric.name, "direction": task.metric.direction, "root": str(task.root)}))
-    why = loop.run()
+    with registered(ws.root, ws.tag) as others, undo_on_failure(ws, fresh):
+        if others:
+            console.print(f"[yellow]warning:[/] {escape(neighbour_warning(others))}",
+                          highlight=False)
+        why = loop.run()
     console.print(f"Stopped: {why}.")
     if loop.signal is not None:
         console.print(f"Resume with the same command: `autoresearch run --tag {args.tag}`; "
@@ -295,6 +333,25 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- clean ---------------------------------------------------------------------------
+def cmd_clean(args: argparse.Namespace) -> int:
+    ws = Workspace(Path.cwd(), args.tag)
+    key = key_path(ws.git_dir, ws.tag)
+    if not ws.state.exists() and not ws.branch_exists() and not key.exists():
+        raise ConfigError(f"no tag {args.tag!r} here: neither {ws.state} nor the branch "
+                          f"{ws.branch} exists.")
+    jsonl = ws.state / "results.jsonl"
+    rows = len(jsonl.read_text().splitlines()) if jsonl.exists() else 0
+    _confirm(f"Delete tag {ws.tag}: branch {ws.branch}, refs/autoresearch/{ws.tag}/, and "
+             f"{ws.state} ({rows} experiments, their logs)? This cannot be undone.", args.yes,
+             f"nothing was deleted. `autoresearch clean --tag {ws.tag} --yes` deletes the "
+             f"tag's branch, refs and {ws.state} without asking.")
+    with ws.lock():  # refused while a harness runs on the tag
+        gone = remove_tag(ws)
+    console.print(f"Removed {'; '.join(gone) or 'nothing'}.")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autoresearch", description=(
@@ -304,9 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("init", help="scaffold a task (autoresearch.toml, program.md) or a template")
     i.add_argument("dir", nargs="?", default=".", help="target directory (default: here)")
-    i.add_argument("--template", default="basic", help="basic (default), gpt, or a directory")
+    i.add_argument("--template", default="basic", help="basic (default), bench (a timed "
+                   "function, no ML), gpt, or a directory")
     i.add_argument("--force", action="store_true", help="overwrite existing files")
     i.add_argument("--commit", action="store_true", help="commit the files in an existing repo")
+    i.add_argument("--yes", action="store_true", help="outside a repository: run `git init` "
+                   "and commit without asking")
     i.set_defaults(func=cmd_init)
 
     r = sub.add_parser("run", help="run the experiment loop on a tag (resumes if it exists)")
@@ -348,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true",
                    help="rebuild even a ledger that verifies (its holdouts and logs are lost)")
     b.set_defaults(func=cmd_rebuild)
+
+    c = sub.add_parser("clean", help="delete a tag: its branch, refs, ledger and logs")
+    c.add_argument("--tag", required=True, help="run name")
+    c.add_argument("--yes", action="store_true", help="do not ask first")
+    c.set_defaults(func=cmd_clean)
 
     for name, func, helptext in (("status", cmd_status, "table of a tag's experiments"),
                                  ("report", cmd_report, "write the progress plot")):

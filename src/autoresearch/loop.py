@@ -31,7 +31,14 @@ from autoresearch.decisions.policy import Policy
 from autoresearch.decisions.protocol import judged_since_keep, remeasure_due
 from autoresearch.execution.executor import Executor, LocalExecutor, make_slots
 from autoresearch.execution.jobs import Done, Job, JobEnv
-from autoresearch.execution.measure import allowance, eval_limit, make_guards, smallest_caught_fake
+from autoresearch.execution.measure import (
+    allowance,
+    baseline_checks,
+    eval_limit,
+    make_guards,
+    run_env,
+    smallest_caught_fake,
+)
 from autoresearch.execution.process import log_tail
 from autoresearch.integrity.tripwire import Canaries, Tripwire, tampered
 from autoresearch.ledger import FAILURES, Experiment, Ledger
@@ -87,6 +94,15 @@ class Loop:
             self.proposer.setup(self.ledger.experiments)
             try:
                 if not self.ledger.kept():
+                    # The gate runs once on the unmodified task: a broken check must stop the
+                    # night here, not block the first change that would be kept.
+                    failed = baseline_checks(
+                        self.task, self.guards, self.logs,
+                        run_env(self.task, self.ws.tag, self.ledger.next_id(), self.options.seed),
+                        lambda: self._aborted)
+                    if failed:
+                        self.display.message(failed)
+                        return "the baseline failed its checks; see above and fix them"
                     problem = self._baseline()
                     if problem:
                         return problem

@@ -58,7 +58,10 @@ def read_metric(text: str, name: str) -> MetricReading:
     found = parse_metrics(text)
     finite = {k: v for k, v in found.items() if math.isfinite(v)}
     if name not in found:
-        return MetricReading(None, finite, f"metric {name!r} not found in the output")
+        seen = ", ".join(sorted(found)[:12]) or "none (print `METRIC name=value`, or " \
+            "`name: value` lines after a `---` line)"
+        return MetricReading(None, finite, f"metric {name!r} not found in the output; "
+                             f"metrics found: {seen}")
     if not math.isfinite(found[name]):
         return MetricReading(None, finite, f"metric {name!r} is {found[name]}")
     return MetricReading(found[name], finite, None)

@@ -101,6 +101,9 @@ class TaskSpec:
     sandbox_expose: tuple[str, ...] = ()  # extra read-only paths for every phase
     phase_disk_mb: int = 4096  # what one phase may write (its export, /tmp, $HOME)
     checks: tuple[str, ...] = ()
+    check_timeout: float = 600.0  # seconds one check may take; its own limit, not `timeout`
+    check_retries: int = 0  # extra attempts for a check that fails (a flaky test suite)
+    check_env: dict[str, str] = field(default_factory=dict)  # set for checks; $VAR expanded
     program: str = "program.md"
     proposer: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +128,9 @@ _TOP: dict[str, tuple[tuple[type, ...], bool, Any]] = {
     "sandbox_expose": ((list,), False, []),
     "phase_disk_mb": ((int,), False, 4096),
     "checks": ((list,), False, []),
+    "check_timeout": ((int, float), False, None),
+    "check_retries": ((int,), False, 0),
+    "check_env": ((dict,), False, {}),
     "time_budget": ((int, float), True, None),
     "timeout": ((int, float), False, None),
     "program": ((str,), False, "program.md"),
@@ -149,6 +155,26 @@ def _check_type(key: str, value: Any, types: tuple[type, ...]) -> None:
         raise ConfigError(f"{key}: expected {_typename(types)}, got {value!r}")
     if isinstance(value, list) and not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+
+
+def _protected_files(patterns: list[str], root: Path) -> list[str]:
+    """Protected paths or globs (like `editable`), expanded to the files they match now.
+
+    Expanded once, at load: only editable files may change, so no file matching a glob
+    can appear later. The harness's own directories never count as task files."""
+    files: list[str] = []
+    for pattern in patterns:
+        if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise ConfigError(f"protected: {pattern!r} must be a path or glob relative to "
+                              f"{root}.")
+        found = sorted(p.relative_to(root).as_posix() for p in root.glob(pattern)
+                       if p.is_file() and not {".git", ".autoresearch"} & set(
+                           p.relative_to(root).parts))
+        if not found:
+            raise ConfigError(f"protected: {pattern!r} matches no file under {root}. "
+                              "Create the file or fix the pattern.")
+        files += [f for f in found if f not in files]
+    return files
 
 
 def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> TaskSpec:
@@ -188,12 +214,7 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         if not any(root.glob(pattern)):
             raise ConfigError(f"editable: {pattern!r} matches no file under {root}. "
                               "Create the file or fix the pattern.")
-    protected = list(data.get("protected", []))
-    for name in protected:
-        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise ConfigError(f"protected: {name!r} must be a path relative to {root}.")
-        if not (root / name).is_file():
-            raise ConfigError(f"protected: {name!r} does not exist under {root}.")
+    protected = _protected_files(list(data.get("protected", [])), root)
     program = data.get("program", "program.md")
     if not (root / program).is_file():
         raise ConfigError(f"program: {program!r} does not exist under {root}. "
@@ -220,6 +241,17 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
     if timeout < budget:
         raise ConfigError(f"timeout: {timeout} is below time_budget {budget}; "
                           "the hard kill must leave room for the budget.")
+    check_timeout = float(data.get("check_timeout", max(timeout, 600.0)))
+    if not math.isfinite(check_timeout) or check_timeout <= 0:
+        raise ConfigError(f"check_timeout: must be a positive number of seconds, got "
+                          f"{data['check_timeout']}")
+    if data.get("check_retries", 0) < 0:
+        raise ConfigError(f"check_retries: must be 0 or more, got {data['check_retries']}")
+    check_env = dict(data.get("check_env", {}))
+    for name, value in check_env.items():
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise ConfigError(f"check_env.{name}: expected NAME = \"value\" (a string, e.g. "
+                              'PATH = "/path/to/project/.venv/bin:$PATH"), got ' f"{value!r}")
     run = data["run"].strip()
     if not run:
         raise ConfigError("run: the experiment command is empty.")
@@ -239,6 +271,9 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         sandbox_expose=tuple(data.get("sandbox_expose", [])),
         phase_disk_mb=int(data.get("phase_disk_mb", 4096)),
         checks=tuple(data.get("checks", [])),
+        check_timeout=check_timeout,
+        check_retries=int(data.get("check_retries", 0)),
+        check_env=check_env,
         time_budget=budget,
         timeout=timeout,
         metric=MetricSpec(metric["name"].strip(), direction),

@@ -213,6 +213,25 @@ class Workspace:
             git("worktree", "remove", "--force", str(self.worktree), cwd=self.root, check=False)
         git("worktree", "prune", cwd=self.root, check=False)
 
+    def remove(self) -> list[str]:
+        """Delete the tag: its worktree, branch, refs/autoresearch/TAG/* and state directory
+        (ledger, logs). Returns what was removed, in words. The caller asks first."""
+        gone: list[str] = []
+        self.close_worktree()
+        if self.branch_exists():
+            git("branch", "-D", "-q", self.branch, cwd=self.root)
+            gone.append(f"branch {self.branch}")
+        refs = git("for-each-ref", "--format=%(refname)", f"refs/autoresearch/{self.tag}/",
+                   cwd=self.root).split()
+        for ref in refs:
+            git("update-ref", "-d", ref, cwd=self.root)
+        if refs:
+            gone.append(f"{len(refs)} refs under refs/autoresearch/{self.tag}/")
+        if self.state.exists():
+            shutil.rmtree(self.state)
+            gone.append(str(self.state))
+        return gone
+
     # -- inside an experiment ------------------------------------------------------
     def stage(self, tip: str, source: Path | None = None) -> Staged:
         """Stage everything the proposer did; return the tree, changed paths, stats and patch.

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -75,19 +74,19 @@ def test_training_lowers_val_bpb_far_below_the_untrained(monkeypatch, tmp_path, 
 
 def test_nan_loss_fails_fast(tmp_path, cache) -> None:
     repo = copy_template(tmp_path / "repo", **TINY, EMBEDDING_LR="1e30")
-    t0 = time.time()
     result = run_train(repo, cache, budget=60)
     assert result.returncode == 1
-    assert "FAIL: training loss nan" in result.stdout
+    # Fails within its first steps (step 12 here), long before a 60 s budget ends: a count,
+    # not a clock, so load cannot make this flake.
+    failed = re.search(r"FAIL: training loss nan at step (\d+)", result.stdout)
+    assert failed and int(failed.group(1)) < 50, result.stdout[-2000:]
     assert "val_bpb:" not in result.stdout
-    assert time.time() - t0 < 30  # well before the 60 s budget
 
 
 def test_import_builds_nothing_and_model_is_causal(monkeypatch, cache, capsys) -> None:
     p = load_prepare(monkeypatch, cache)
-    t0 = time.time()
     t = load_train(monkeypatch)
-    assert time.time() - t0 < 2 and capsys.readouterr().out == ""  # no training at import
+    assert capsys.readouterr().out == ""  # no training at import: it would print steps
     config = t.GPTConfig(sequence_len=32, vocab_size=64, n_layer=3, n_head=2, n_embd=32,
                          window_pattern="SL")
     model = t.build_model(config)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from autoresearch.decisions.guardrails import Guardrail, check_guardrails, parse_guardrails
+from autoresearch.plugins import load_plugin, plugins
 from autoresearch.task import ConfigError, MetricSpec, TaskSpec
 
 
@@ -209,14 +210,25 @@ def register_policy(cls: type[Policy]) -> type[Policy]:
 
 
 DEFAULT_POLICY = "noise-aware"
+# Third-party policies: entry points in this group, name -> a Policy subclass (or a module
+# that applies @register_policy); imported only when `[decision] policy` names one.
+PLUGIN_GROUP = "autoresearch.policies"
+
+
+def available_policies() -> list[str]:
+    return sorted({*POLICIES, DEFAULT_POLICY, *plugins(PLUGIN_GROUP)})
 
 
 def make_policy(task: TaskSpec) -> Policy:
     """Build the policy named by ``[decision] policy`` with the table's other keys as options."""
     options = dict(task.decision)
     name = options.pop("policy", DEFAULT_POLICY)
+    if name not in POLICIES and name in (found := plugins(PLUGIN_GROUP)):
+        obj = load_plugin(found[name], "policy")  # a Policy subclass, or a module registering
+        if name not in POLICIES and isinstance(obj, type) and issubclass(obj, Policy):
+            POLICIES[name] = obj
     if name not in POLICIES:
         raise ConfigError(f"decision.policy: unknown policy {name!r}. "
-                          f"Choose one of: {', '.join(sorted(POLICIES))}.")
+                          f"Choose one of: {', '.join(available_policies())}.")
     return POLICIES[name](task.metric, options)
 

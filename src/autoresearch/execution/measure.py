@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from autoresearch.decisions.policy import Verdict
+# run_checks and baseline_checks are re-exported: the loop imports them from here.
+from autoresearch.execution.checks import baseline_checks, error_line, run_checks  # noqa: F401
 from autoresearch.execution.evaluate import split_evaluate
 from autoresearch.execution.phase import Phase, PhaseRunner
 from autoresearch.execution.process import RunResult, log_tail
@@ -210,7 +211,9 @@ def _failure(result: RunResult, what: str) -> tuple[str, str] | None:
     if result.timed_out:
         return "timeout", f"{what} killed at the {result.seconds:.0f}s timeout\n{tail}"
     if result.exit_code != 0:
-        return "crash", f"{what} exited with code {result.exit_code}\n{tail}"
+        quote = error_line(log_tail(result.log, 200))
+        said = f": {quote}" if quote else ""
+        return "crash", f"{what} exited with code {result.exit_code}{said}\n{tail}"
     return None
 
 
@@ -338,27 +341,3 @@ def evaluate_phase(command: str, log: Path, env: dict[str, str], task: TaskSpec,
         return replace(res, violation=f"scoring took over {timeout:.0f}s, five times the "
                        "baseline's: a model may not work beyond answering its inputs")
     return res
-
-
-def run_checks(task: TaskSpec, guards: Guards, logs: Path, exp_id: int, env: dict[str, str],
-               verdict: Verdict, should_stop: Callable[[], bool] | None = None) -> Verdict:
-    """The task's checks, each a sandboxed phase in a fresh export, on a would-be keep.
-
-    Returns `verdict` unchanged when all pass; otherwise `checks_failed` (a check that
-    failed or timed out) or `invalid` (one that changed what the harness trusts)."""
-    for j, check in enumerate(task.checks):
-        log = logs / f"{exp_id:04d}.check{j}.log"
-        guards.tripwire.arm()
-        res = guards.phases.run(Phase("check", check, guards.export(guards.scratch / "check"),
-                                      log, task.timeout, env, guards.access("check")),
-                                should_stop=should_stop)
-        changed = guards.tampered()
-        if changed:
-            return Verdict("invalid", f"check `{check}` changed {changed}", verdict.evidence)
-        if res.violation:
-            return Verdict("invalid", f"check `{check}`: {res.violation}", verdict.evidence)
-        if not res.ok:
-            why = "timed out" if res.timed_out else f"exited {res.exit_code}"
-            return Verdict("checks_failed", f"check `{check}` {why} (would have been kept: "
-                           f"{verdict.reason})\n{log_tail(log, 20)}", verdict.evidence)
-    return verdict

@@ -6,7 +6,9 @@ A proposer is chosen by a spec string, ``NAME`` or ``NAME:ARG`` (``sweep``,
 that table overlaid with the command-line flags that were given.
 
 Built-in modules are imported lazily, so ``autoresearch status`` never pays for
-Optuna or an HTTP client.
+Optuna or an HTTP client. Third-party proposers are found through the entry point
+group ``autoresearch.proposers`` (name = kind, value = a factory or a module that
+calls ``register``) and imported only when their kind is asked for.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from autoresearch.plugins import load_plugin, plugins
 from autoresearch.proposers.base import Context, Proposal, Proposer, ProposerError
 from autoresearch.task import ConfigError, TaskSpec
 
@@ -42,8 +45,11 @@ def register(name: str) -> Callable[[Factory], Factory]:
     return deco
 
 
+PLUGIN_GROUP = "autoresearch.proposers"
+
+
 def available() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_BUILTIN))
+    return sorted(set(_REGISTRY) | set(_BUILTIN) | set(plugins(PLUGIN_GROUP)))
 
 
 def make_proposer(spec: str | None, task: TaskSpec, cli_options: dict[str, Any]) -> Proposer:
@@ -59,6 +65,10 @@ def make_proposer(spec: str | None, task: TaskSpec, cli_options: dict[str, Any])
     name, _, arg = spec.partition(":")
     if name not in _REGISTRY and name in _BUILTIN:
         importlib.import_module(_BUILTIN[name])
+    if name not in _REGISTRY and name in (found := plugins(PLUGIN_GROUP)):
+        obj = load_plugin(found[name], "proposer")
+        if name not in _REGISTRY and callable(obj):  # a factory; a module registers itself
+            register(name)(obj)
     if name not in _REGISTRY:
         raise ConfigError(f"proposer: unknown kind {name!r}. Choose one of: "
                           f"{', '.join(available())} (e.g. --proposer command:./propose.sh).")
