@@ -38,7 +38,8 @@ def test_the_bench_template_runs_through_the_loop(tmp_path: Path) -> None:
     rows = ledger(repo, "b")
     assert rows[0]["status"] == "keep" and rows[0]["metric"] > 0
     assert rows[0]["metrics"]["rounds"] >= 1
-    assert [r["status"] in ("keep", "discard") for r in rows[1:]] == [True, True], rows
+    assert [r["status"] in ("keep", "discard") for r in rows[1:]] == [True, True], \
+        [(r["status"], r["reason"]) for r in rows]
     for row in rows[1:]:
         assert "INSERTION_THRESHOLD" in row["description"]
         check_log = repo / ".autoresearch" / "b" / "logs" / f"{row['id']:04d}.check0.log"

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import psutil
-from conftest import git, make_repo, run_cli, toy_toml
+from conftest import TOY, git, make_repo, run_cli, toy_toml
+
+from autoresearch.workspace import sha256
 
 STRICT = '\n[decision]\npolicy = "strict"\n'
 
@@ -131,13 +133,25 @@ def test_hanging_run_with_grandchild_is_killed_at_timeout(tmp_path: Path) -> Non
 
 
 def test_checks_gate_a_keep(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "r", toml=toy_toml(
-        checks='["python -c \\"import sys; sys.exit(1)\\""]', extra=STRICT))
+    # Passes on the baseline (checks run there first), fails once train.py changes.
+    check = ("python -c \\\"import hashlib, sys; sys.exit(hashlib.sha256(open('train.py','rb')"
+             f".read()).hexdigest() != '{sha256(TOY / 'train.py')}')\\\"")
+    repo = make_repo(tmp_path / "r", toml=toy_toml(checks=f'["{check}"]', extra=STRICT))
     res = run_cli(repo, "run", "--tag", "c", "--max-experiments", "4")
     assert res.returncode == 0, res.stderr
     rows = ledger(repo, "c")
     assert any(r["status"] == "checks_failed" for r in rows), [r["status"] for r in rows]
     assert [r["status"] for r in rows if r["status"] == "keep"] == ["keep"]  # baseline only
+
+
+def test_checks_that_fail_on_the_baseline_stop_before_any_experiment(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", toml=toy_toml(
+        checks='["python -c \\"import sys; sys.exit(1)\\""]', extra=STRICT))
+    res = run_cli(repo, "run", "--tag", "b", "--max-experiments", "4")
+    assert res.returncode == 1
+    assert "on the unmodified baseline" in res.stderr and "check_env" in res.stderr
+    assert not (repo / ".autoresearch" / "b" / "results.jsonl").exists() or \
+        ledger(repo, "b") == []
 
 
 DUP = """#!/usr/bin/env python3

@@ -96,7 +96,8 @@ def test_a_keep_on_an_old_incumbent_is_merged_and_measured_again(tmp_path: Path)
     check_branch_invariants(repo, "s", rows)
 
 
-def test_a_conflicting_keep_on_an_old_incumbent_is_stale(tmp_path: Path) -> None:
+def test_a_conflicting_keep_runs_its_own_tree_against_the_new_incumbent(tmp_path: Path
+                                                                       ) -> None:
     repo = make_repo(tmp_path / "r", files={"propose.py": proposer([LR_SLOW, LR_CLASH])},
                      toml=toy_toml(extra=STRICT))
     res = run_cli(repo, "run", "--tag", "c", "--workers", "2", "--max-experiments", "2",
@@ -104,10 +105,26 @@ def test_a_conflicting_keep_on_an_old_incumbent_is_stale(tmp_path: Path) -> None
     assert res.returncode == 0, res.stderr
     rows = ledger(repo, "c")
     assert rows[1]["status"] == "keep"
-    assert rows[2]["status"] == "stale" and "conflicts" in rows[2]["reason"]
-    # Never kept, never lost: its commit is preserved with the discarded ones.
-    assert "LEARNING_RATE = 0.04" in git(repo, "show", "refs/autoresearch/c/discarded/2")
+    second = rows[2]
+    # Both set LEARNING_RATE: no merge, so its own tree ran again against the new tip.
+    assert second["evidence"]["conflict"] is True
+    assert second["parent"] == rows[1]["commit"]
+    assert "LEARNING_RATE = 0.04" in git(repo, "show", f"{second['commit']}:train.py")
+    assert second["status"] in ("keep", "discard")
     check_branch_invariants(repo, "c", rows)
+
+
+def test_stale_discard_rule_records_stale(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"propose.py": proposer([LR_SLOW, LR_CLASH])},
+                     toml=toy_toml(extra=STRICT + '\n[execution]\nstale = "discard"\n'))
+    res = run_cli(repo, "run", "--tag", "d", "--workers", "2", "--max-experiments", "2",
+                  "--proposer", "command:./propose.py")
+    assert res.returncode == 0, res.stderr
+    rows = ledger(repo, "d")
+    assert rows[1]["status"] == "keep" and rows[2]["status"] == "stale"
+    # Never kept, never lost: its commit is preserved with the discarded ones.
+    assert "LEARNING_RATE = 0.04" in git(repo, "show", "refs/autoresearch/d/discarded/2")
+    check_branch_invariants(repo, "d", rows)
 
 
 HANG = ("def main() -> None:\n", "def main() -> None:\n"

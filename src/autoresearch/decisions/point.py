@@ -218,31 +218,39 @@ class DecisionPoint:
         self._keep(cand, None) if v.status == "keep" else self._record(cand)
 
     def _stale(self, cand: Candidate) -> None:
-        """A keep measured on an incumbent that has moved on since."""
+        """A keep measured on an incumbent that has moved on since.
+
+        Rule "rerun" (default): the change is merged onto the tip and the merged tree runs
+        against the current incumbent. When the merge conflicts (two sweeps of one
+        constant), the candidate's own tree runs against it instead: keeping it then means
+        its version beats the tip's, measured. Rule "discard": recorded `stale`.
+        """
         old = cand.base.parent
-        merged = self.ws.merge_onto(self.tip, old, cand.tree) if self.stale_rule == "rerun" \
-            else None
+        merged = conflict = None
+        if self.stale_rule == "rerun":
+            merged = self.ws.merge_onto(self.tip, old, cand.tree)
+            if merged is None:
+                merged, conflict = cand.tree, True
         busy = merged is not None and (merged in self._trees or any(
-            c.tree == merged for c in self.active.values()))
+            c.tree == merged and c is not cand for c in self.active.values()))
         if merged is None or busy:
-            why = ("its change conflicts with the new incumbent" if merged is None and
-                   self.stale_rule == "rerun" else "the merged tree was already measured"
-                   if busy else "decided on an older incumbent (stale = \"discard\")")
-            cand.outcome = replace(cand.outcome or Outcome(Verdict("stale", ""), (), None),
-                                   verdict=Verdict("stale", f"measured on {old[:8]}, but "
-                                                   f"{self.tip[:8]} was kept meanwhile; {why}",
-                                                   (cand.outcome.verdict.evidence
-                                                    if cand.outcome else {})))
+            why = "the merged tree was already measured" if busy else \
+                "decided on an older incumbent (stale = \"discard\")"
+            verdict = Verdict("stale", f"measured on {old[:8]}, but {self.tip[:8]} was kept "
+                              f"meanwhile; {why}", cand.outcome.verdict.evidence
+                              if cand.outcome else {})
+            cand.outcome = Outcome(verdict, cand.outcome.samples if cand.outcome else (),
+                                   cand.last)
             return self._record(cand)
-        self._say(f"[exp {cand.base.id}] was measured on an older incumbent; its change, "
-                  f"merged onto {self.tip[:8]}, runs again")
+        self._say(f"[exp {cand.base.id}] was measured on an older incumbent; " + (
+            "its change conflicts with the new one, so its own tree runs again against it"
+            if conflict else f"its change, merged onto {self.tip[:8]}, runs again"))
         self._drop_handover(cand)
         rebased = replace(cand.base, parent=self.tip, diff={**cand.base.diff, "tree": merged},
                           evidence={**cand.base.evidence, "rebased_from": old,
-                                    "unmerged_tree": cand.tree})
+                                    "unmerged_tree": cand.tree, "conflict": bool(conflict)})
         self.active.pop(cand.base.id)
-        patch = self.ws.diff_trees(self.tip, merged)
-        self._start(Candidate(rebased, merged), patch)
+        self._start(Candidate(rebased, merged), self.ws.diff_trees(self.tip, merged))
 
     def _keep(self, cand: Candidate, holdout: float | None) -> None:
         self._keeping = None
