@@ -218,11 +218,39 @@ def _open_tag(args: argparse.Namespace) -> tuple[str, Ledger, MetricSpec, Path]:
     return tag, ledger, metric, state
 
 
+def _print_json(doc: dict[str, object]) -> None:
+    # Plain stdout, no rich markup: scripts and agents parse it.
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from autoresearch.ui.report import render_status
 
     tag, ledger, metric, _ = _open_tag(args)
-    render_status(ledger.experiments, metric, tag, Console(), last=args.last)
+    if args.json:
+        from autoresearch.ui.records import status_json
+
+        _print_json(status_json(ledger.experiments, metric, tag))
+        return 0
+    render_status(ledger.experiments, metric, tag, Console(), last=args.last, full=args.full)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from autoresearch.ui.records import render_show, show_json
+
+    tag, ledger, metric, state = _open_tag(args)
+    exp = ledger.by_id(args.id)
+    if exp is None:
+        ids = [e.id for e in ledger.experiments]
+        span = f"{ids[0]}..{ids[-1]}" if ids else "none yet"
+        raise ConfigError(f"tag {tag} has no experiment {args.id} (experiments: {span}). "
+                          f"`autoresearch status --tag {tag}` lists them.")
+    repo = state.parent.parent
+    if args.json:
+        _print_json(show_json(exp, metric, tag, repo))
+    else:
+        render_show(exp, metric, repo, Console())
     return 0
 
 
@@ -231,7 +259,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     tag, ledger, metric, state = _open_tag(args)
     out = Path(args.out) if args.out else state / "progress.png"
-    plot_progress(progress_data(ledger.experiments, metric), metric, out, f"autoresearch/{tag}")
+    data = progress_data(ledger.experiments, metric)
+    plot_progress(data, metric, out, f"autoresearch/{tag}")
+    if args.json:
+        from autoresearch.ui.records import report_json
+
+        _print_json(report_json(ledger.experiments, metric, tag, data, out))
+        return 0
     console.print(f"Wrote {out}")
     return 0
 
@@ -311,11 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("report", cmd_report, "write the progress plot")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--tag", help="run name (default: the most recent)")
+        s.add_argument("--json", action="store_true", help="print JSON (see docs/json.md)")
         if name == "status":
             s.add_argument("--last", type=int, default=50, help="rows to show (default 50)")
+            s.add_argument("--full", action="store_true", help="show whole reasons")
         else:
             s.add_argument("--out", help="PNG path (default: .autoresearch/TAG/progress.png)")
         s.set_defaults(func=func)
+    w = sub.add_parser("show", help="one experiment: diff, reason, metrics, evidence, log tail")
+    w.add_argument("id", type=int, help="experiment number (the # column of `status`)")
+    w.add_argument("--tag", help="run name (default: the most recent)")
+    w.add_argument("--json", action="store_true", help="print JSON (see docs/json.md)")
+    w.set_defaults(func=cmd_show)
     return p
 
 
