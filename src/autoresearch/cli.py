@@ -270,6 +270,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from autoresearch.review import finalize
+
+    tag, ledger, metric, state = _open_tag(args)
+    if args.confirm is not None and args.confirm < 1:
+        raise ConfigError(f"--confirm {args.confirm}: give a number of re-runs, 1 or more.")
+    task = _load(args) if (args.confirm or args.ablate) else None
+    if task is None and _config_path(args).is_file():
+        try:
+            task = _load(args)
+        except ConfigError:
+            task = None  # the report's setup section then comes from the ledger alone
+    ws = Workspace(state.parent.parent, tag)
+    done = finalize(ws, ledger, metric, task, lambda m: console.print(escape(m)),
+                    confirm_k=args.confirm or 0, ablate_changes=args.ablate, force=args.force,
+                    seed=args.seed)
+    console.print(f"Wrote {done.report} and branch {done.review.branch} "
+                  f"({len(done.review.commits)} commits; its tree is the best kept tree).")
+    console.print(f"Next: `git log -p {done.review.branch}`, then open a pull request with "
+                  f"{done.report.name} as its body.")
+    return 0
+
+
 # -- rebuild -------------------------------------------------------------------------
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from autoresearch.integrity.rebuild import rebuild
@@ -352,6 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--out", help="PNG path (default: .autoresearch/TAG/progress.png)")
         s.set_defaults(func=func)
+    f = sub.add_parser("finalize", help="the kept changes as branch autoresearch/TAG-review, "
+                       "and REPORT.md")
+    f.add_argument("--tag", help="run name (default: the most recent)")
+    f.add_argument("--config", help=f"task file (default: ./{CONFIG_NAME})")
+    f.add_argument("--confirm", type=int, metavar="K", help="re-run the baseline and the best "
+                   "K times each, interleaved, and report the gain that survives")
+    f.add_argument("--ablate", action="store_true", help="re-run the best without each kept "
+                   "change in turn (K runs each with --confirm K)")
+    f.add_argument("--force", action="store_true", help="replace an existing review branch")
+    f.add_argument("--seed", type=int, default=42, help="base seed of the re-runs")
+    f.set_defaults(func=cmd_finalize)
     w = sub.add_parser("show", help="one experiment: diff, reason, metrics, evidence, log tail")
     w.add_argument("id", type=int, help="experiment number (the # column of `status`)")
     w.add_argument("--tag", help="run name (default: the most recent)")
