@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[gpt,dev]'
+	$(PY) -m pip install -q -e '.[gpt,dev,dashboard,tracking,browser]'
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -293,6 +293,26 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from autoresearch.ui.dashboard import is_loopback, serve
+    from autoresearch.ui.dashboard.app import Tag
+
+    if not is_loopback(args.host) and not args.token:
+        raise ConfigError(f"--host {args.host} makes the dashboard reachable from the network: "
+                          "give --token SECRET too (every request then needs it).")
+    tag, ledger, metric, state = _open_tag(args)
+    view = Tag(tag, state, state.parent.parent, metric, ledger.key_path)
+    try:
+        serve(view, args.host, args.port, args.token,
+              lambda m: print(m, flush=True))  # plain stdout: scripts read the URL
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); "
+                          "pick another --port (0: any free one).") from None
+    return 0
+
+
 # -- rebuild -------------------------------------------------------------------------
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from autoresearch.integrity.rebuild import rebuild
@@ -375,6 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--out", help="PNG path (default: .autoresearch/TAG/progress.png)")
         s.set_defaults(func=func)
+    d = sub.add_parser("dashboard", help="a live web page of a tag's experiments")
+    d.add_argument("--tag", help="run name (default: the most recent)")
+    d.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
+    d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; "
+                   "anything else needs --token)")
+    d.add_argument("--token", help="secret for the stop button (default: a random one, "
+                   "printed in the URL)")
+    d.set_defaults(func=cmd_dashboard)
     f = sub.add_parser("finalize", help="the kept changes as branch autoresearch/TAG-review, "
                        "and REPORT.md")
     f.add_argument("--tag", help="run name (default: the most recent)")
