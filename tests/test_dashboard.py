@@ -215,3 +215,22 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
         assert httpx.get(local + "/api/config").json()["public"] is True
     finally:
         dash.close()
+
+
+def test_the_lock_names_its_holder_and_a_refused_harness_keeps_it(tmp_path: Path) -> None:
+    from autoresearch.ui.dashboard.app import lock_holder
+    from autoresearch.workspace import Workspace
+
+    repo = make_repo(tmp_path / "repo")
+    ws = Workspace(repo, "l")
+    lock = ws.state / "lock"
+    with ws.lock():
+        assert lock.read_text().split() == [str(os.getpid())]
+        assert lock_holder(lock) == os.getpid()
+        second = subprocess.run(
+            [sys.executable, "-c", "from pathlib import Path; from autoresearch.workspace "
+             f"import Workspace; Workspace(Path({str(repo)!r}), 'l').lock().__enter__()"],
+            capture_output=True, text=True, timeout=60)
+        assert "another `autoresearch run --tag l`" in second.stderr
+        assert lock.read_text().split() == [str(os.getpid())]  # not erased by the refusal
+    assert lock_holder(lock) is None  # the pid is still written, but nobody holds the lock
