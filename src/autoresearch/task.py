@@ -64,6 +64,7 @@ class TaskSpec:
     program: str = "program.md"
     proposer: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)
+    tracking: dict[str, dict[str, Any]] = field(default_factory=dict)  # see tracking.config
 
     def program_text(self, base: Path | None = None) -> str:
         return ((base or self.root) / self.program).read_text(encoding="utf-8")
@@ -90,6 +91,7 @@ _TOP: dict[str, tuple[tuple[type, ...], bool, Any]] = {
     "metric": ((dict,), True, None),
     "proposer": ((dict,), False, {}),
     "decision": ((dict,), False, {}),
+    "tracking": ((dict,), False, {}),
 }
 _METRIC_KEYS = {"name", "direction"}
 _DIRECTIONS = ("minimize", "maximize")
@@ -178,6 +180,9 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
     if timeout < budget:
         raise ConfigError(f"timeout: {timeout} is below time_budget {budget}; "
                           "the hard kill must leave room for the budget.")
+    from autoresearch.tracking.config import validate_tracking  # no tracker is imported
+
+    tracking = validate_tracking(data.get("tracking", {}))
     run = data["run"].strip()
     if not run:
         raise ConfigError("run: the experiment command is empty.")
@@ -203,6 +208,7 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         program=program,
         proposer=dict(data.get("proposer", {})),
         decision=dict(data.get("decision", {})),
+        tracking=tracking,
     )
 
 
