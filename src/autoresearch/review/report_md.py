@@ -146,8 +146,10 @@ def _confirmation(c: Confirmation, metric: MetricSpec) -> list[str]:
                    f"{'yes' if c.survives(metric.better, holdout) else 'no'} |")
     gain = c.gain()
     if c.logged_gain is not None and gain is not None:
-        out += ["", f"Logged gain {c.logged_gain:+.6f}; re-measured {gain:+.6f} "
-                f"(winner's curse: {abs(c.logged_gain) - abs(gain):+.6f})."]
+        over = abs(c.logged_gain) - abs(gain)
+        curse = (f"the logged gain overstated it by {over:.6f} (the winner's curse)"
+                 if over > 0 else "no winner's curse: the re-measured gain is no smaller")
+        out += ["", f"Logged gain {c.logged_gain:+.6f}; re-measured {gain:+.6f}: {curse}."]
     fails = [*c.baseline.failures, *c.best.failures]
     if fails:
         out += ["", f"{len(fails)} re-runs gave no metric: {'; '.join(fails[:3])}"]
