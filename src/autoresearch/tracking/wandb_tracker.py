@@ -74,6 +74,11 @@ class WandbTracker(Tracker):
 
     def close(self, rows: list[Experiment]) -> None:
         assert self.setup is not None
+        # The tag's run is written again only when the night moved on since: a resume that
+        # ran nothing adds no second copy of it.
+        marker = self.setup.state / "tracking" / "wandb.tag"
+        if marker.exists() and marker.read_text().strip() == str(len(rows)):
+            return
         kept = [e for e in rows if e.status == "keep" and e.metric is not None]
         run = self._init(run_id(self.setup.tag, "tag"), f"autoresearch/{self.setup.tag}",
                          "tag", dict(self.setup.config), ["tag"])
@@ -84,6 +89,7 @@ class WandbTracker(Tracker):
                 run.summary["kept"] = len(kept) - 1
         finally:
             run.finish()
+        marker.write_text(f"{len(rows)}\n")
 
 
 def _records(data: bytes) -> list[bytes]:
