@@ -107,7 +107,9 @@ def test_finalize_a_real_night_with_confirm_and_ablate(toy_repo: Path) -> None:
                     "## Caveats"):
         assert heading in report
     assert "(n=2)" in report and (state / "progress.png").is_file()
-    # Re-runs never write the night's record, move its branch or leave the worktree dirty.
+    # Re-runs never write the night's record, move its branch or leave a worktree behind.
     assert (state / "results.jsonl").read_bytes() == ledger_bytes
     assert git(toy_repo, "rev-parse", "autoresearch/f").strip() == tip
-    assert git(state / "worktree", "status", "--porcelain") == ""
+    assert not (state / "worktree").exists()  # removed, as the loop leaves it
+    assert run_cli(toy_repo, "run", "--tag", "f", "--proposer", "sweep", "--policy", "strict",
+                   "--max-experiments", "6").returncode == 0  # and the tag resumes

@@ -118,7 +118,9 @@ class Remeasurer:
         return m.metric, held, ""
 
     def close(self) -> None:
+        """Leave the tag as the loop does when it stops: no worktree."""
         self.ws.restore()
+        self.ws.close_worktree()
 
 
 def confirm(r: Remeasurer, baseline: Experiment, best: Experiment, k: int) -> Confirmation:
