@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 # torch is pinned below 2.14 in pyproject.toml: an open range pulls a multi-GB CUDA build.
 $(GPT_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[gpt,dev]'
+	$(PY) -m pip install -q -e '.[gpt,dev,dashboard,tracking,browser]'
 	touch $(GPT_STAMP)
 
 lint: $(STAMP)

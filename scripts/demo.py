@@ -6,7 +6,8 @@
 3. `autoresearch run`: the baseline plus a few `sweep` experiments with a short
    budget and Karpathy's strict keep rule (the noise-aware default would spend the
    demo's minutes on baseline repeats),
-4. `autoresearch status` and `autoresearch report` (demo/gpt/progress.png).
+4. `autoresearch status` and `autoresearch report` (demo/gpt/progress.png),
+5. then prints the `dashboard` and `finalize` commands to run next.
 
 Every step streams its own progress. Each demo run uses a new tag, so a second
 `make demo` adds a run beside the first instead of overwriting it.
@@ -52,6 +53,10 @@ def main() -> None:
          repo)
     print(f"\nDone. The kept changes are on branch autoresearch/{tag} in {repo}; "
           f"see {repo / 'progress.png'}.")
+    print("\nNext, in that directory:")
+    print(f"  watch it in the browser:  cd {repo} && {' '.join(ar)} dashboard --tag {tag}")
+    print(f"  a branch and REPORT.md:   cd {repo} && {' '.join(ar)} finalize --tag {tag} "
+          "--confirm 3")
 
 
 if __name__ == "__main__":

@@ -287,11 +287,39 @@ def _open_tag(args: argparse.Namespace) -> tuple[str, Ledger, MetricSpec, Path]:
     return tag, ledger, metric, state
 
 
+def _print_json(doc: dict[str, object]) -> None:
+    # Plain stdout, no rich markup: scripts and agents parse it.
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from autoresearch.ui.report import render_status
 
     tag, ledger, metric, _ = _open_tag(args)
-    render_status(ledger.experiments, metric, tag, Console(), last=args.last)
+    if args.json:
+        from autoresearch.ui.records import status_json
+
+        _print_json(status_json(ledger.experiments, metric, tag))
+        return 0
+    render_status(ledger.experiments, metric, tag, Console(), last=args.last, full=args.full)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from autoresearch.ui.records import render_show, show_json
+
+    tag, ledger, metric, state = _open_tag(args)
+    exp = ledger.by_id(args.id)
+    if exp is None:
+        ids = [e.id for e in ledger.experiments]
+        span = f"{ids[0]}..{ids[-1]}" if ids else "none yet"
+        raise ConfigError(f"tag {tag} has no experiment {args.id} (experiments: {span}). "
+                          f"`autoresearch status --tag {tag}` lists them.")
+    repo = state.parent.parent
+    if args.json:
+        _print_json(show_json(exp, metric, tag, repo))
+    else:
+        render_show(exp, metric, repo, Console())
     return 0
 
 
@@ -300,8 +328,57 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     tag, ledger, metric, state = _open_tag(args)
     out = Path(args.out) if args.out else state / "progress.png"
-    plot_progress(progress_data(ledger.experiments, metric), metric, out, f"autoresearch/{tag}")
+    data = progress_data(ledger.experiments, metric)
+    plot_progress(data, metric, out, f"autoresearch/{tag}")
+    if args.json:
+        from autoresearch.ui.records import report_json
+
+        _print_json(report_json(ledger.experiments, metric, tag, data, out))
+        return 0
     console.print(f"Wrote {out}")
+    return 0
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from autoresearch.review import finalize
+
+    tag, ledger, metric, state = _open_tag(args)
+    if args.confirm is not None and args.confirm < 1:
+        raise ConfigError(f"--confirm {args.confirm}: give a number of re-runs, 1 or more.")
+    task = _load(args) if (args.confirm or args.ablate) else None
+    if task is None and _config_path(args).is_file():
+        try:
+            task = _load(args)
+        except ConfigError:
+            task = None  # the report's setup section then comes from the ledger alone
+    ws = Workspace(state.parent.parent, tag)
+    done = finalize(ws, ledger, metric, task, lambda m: console.print(escape(m)),
+                    confirm_k=args.confirm or 0, ablate_changes=args.ablate, force=args.force,
+                    seed=args.seed)
+    console.print(f"Wrote {done.report} and branch {done.review.branch} "
+                  f"({len(done.review.commits)} commits; its tree is the best kept tree).")
+    console.print(f"Next: `git log -p {done.review.branch}`, then open a pull request with "
+                  f"{done.report.name} as its body.")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from autoresearch.ui.dashboard import is_loopback, serve
+    from autoresearch.ui.dashboard.app import Tag
+
+    if not is_loopback(args.host) and not args.token:
+        raise ConfigError(f"--host {args.host} makes the dashboard reachable from the network: "
+                          "give --token SECRET too (every request then needs it).")
+    tag, ledger, metric, state = _open_tag(args)
+    view = Tag(tag, state, state.parent.parent, metric, ledger.key_path)
+    try:
+        serve(view, args.host, args.port, args.token,
+              lambda m: print(m, flush=True))  # plain stdout: scripts read the URL
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); "
+                          "pick another --port (0: any free one).") from None
     return 0
 
 
@@ -418,11 +495,37 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("report", cmd_report, "write the progress plot")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--tag", help="run name (default: the most recent)")
+        s.add_argument("--json", action="store_true", help="print JSON (see docs/json.md)")
         if name == "status":
             s.add_argument("--last", type=int, default=50, help="rows to show (default 50)")
+            s.add_argument("--full", action="store_true", help="show whole reasons")
         else:
             s.add_argument("--out", help="PNG path (default: .autoresearch/TAG/progress.png)")
         s.set_defaults(func=func)
+    d = sub.add_parser("dashboard", help="a live web page of a tag's experiments")
+    d.add_argument("--tag", help="run name (default: the most recent)")
+    d.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
+    d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; "
+                   "anything else needs --token)")
+    d.add_argument("--token", help="secret for the stop button (default: a random one, "
+                   "printed in the URL)")
+    d.set_defaults(func=cmd_dashboard)
+    f = sub.add_parser("finalize", help="the kept changes as branch autoresearch/TAG-review, "
+                       "and REPORT.md")
+    f.add_argument("--tag", help="run name (default: the most recent)")
+    f.add_argument("--config", help=f"task file (default: ./{CONFIG_NAME})")
+    f.add_argument("--confirm", type=int, metavar="K", help="re-run the baseline and the best "
+                   "K times each, interleaved, and report the gain that survives")
+    f.add_argument("--ablate", action="store_true", help="re-run the best without each kept "
+                   "change in turn (K runs each with --confirm K)")
+    f.add_argument("--force", action="store_true", help="replace an existing review branch")
+    f.add_argument("--seed", type=int, default=42, help="base seed of the re-runs")
+    f.set_defaults(func=cmd_finalize)
+    w = sub.add_parser("show", help="one experiment: diff, reason, metrics, evidence, log tail")
+    w.add_argument("id", type=int, help="experiment number (the # column of `status`)")
+    w.add_argument("--tag", help="run name (default: the most recent)")
+    w.add_argument("--json", action="store_true", help="print JSON (see docs/json.md)")
+    w.set_defaults(func=cmd_show)
     return p
 
 

@@ -108,6 +108,7 @@ class TaskSpec:
     proposer: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)
     execution: ExecutionSpec = field(default_factory=lambda: ExecutionSpec())
+    tracking: dict[str, dict[str, Any]] = field(default_factory=dict)  # see tracking.config
 
     def program_text(self, base: Path | None = None) -> str:
         return ((base or self.root) / self.program).read_text(encoding="utf-8")
@@ -138,6 +139,7 @@ _TOP: dict[str, tuple[tuple[type, ...], bool, Any]] = {
     "proposer": ((dict,), False, {}),
     "decision": ((dict,), False, {}),
     "execution": ((dict,), False, {}),
+    "tracking": ((dict,), False, {}),
 }
 _METRIC_KEYS = {"name", "direction"}
 _DIRECTIONS = ("minimize", "maximize")
@@ -252,6 +254,9 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_]\w*", name):
             raise ConfigError(f"check_env.{name}: expected NAME = \"value\" (a string, e.g. "
                               'PATH = "/path/to/project/.venv/bin:$PATH"), got ' f"{value!r}")
+    from autoresearch.tracking.config import validate_tracking  # no tracker is imported
+
+    tracking = validate_tracking(data.get("tracking", {}))
     run = data["run"].strip()
     if not run:
         raise ConfigError("run: the experiment command is empty.")
@@ -281,6 +286,7 @@ def parse_task(data: dict[str, Any], root: Path, source: str = CONFIG_NAME) -> T
         proposer=dict(data.get("proposer", {})),
         decision=dict(data.get("decision", {})),
         execution=parse_execution(dict(data.get("execution", {}))),
+        tracking=tracking,
     )
 
 

@@ -145,14 +145,21 @@ class Workspace:
     # -- start-up -----------------------------------------------------------------
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """One harness per tag: a second `run --tag` on the same repo is refused."""
+        """One harness per tag: a second `run --tag` on the same repo is refused.
+
+        The holder's pid is written into the lock file (after the lock is taken: opening
+        does not truncate, so a refused second harness never erases it), so the dashboard's
+        stop button can signal the harness as Ctrl-C would."""
         self.state.mkdir(parents=True, exist_ok=True)
-        with open(self.state / "lock", "w") as fh:
+        with open(self.state / "lock", "a+") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise WorkspaceError(f"another `autoresearch run --tag {self.tag}` is running "
                                      "on this repository; stop it or pick another tag.") from None
+            fh.truncate(0)
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
             yield
 
     def assert_clean(self) -> None:

@@ -240,7 +240,7 @@ class DecisionPoint:
                               f"meanwhile; {why}", cand.outcome.verdict.evidence
                               if cand.outcome else {})
             cand.outcome = Outcome(verdict, cand.outcome.samples if cand.outcome else (),
-                                   cand.last)
+                                   cand.outcome.last if cand.outcome else None)
             return self._record(cand)
         self._say(f"[exp {cand.base.id}] was measured on an older incumbent; " + (
             "its change conflicts with the new one, so its own tree runs again against it"

@@ -55,15 +55,22 @@ def summarize(rows: list[Experiment]) -> Summary:
         best_holdout=best.holdout if best else None)
 
 
+def short_reason(reason: str, width: int = 60) -> str:
+    """The reason's first line, cut to `width`: the rest (log tails) is for `--full`/`show`."""
+    line = reason.strip().splitlines()[0] if reason.strip() else ""
+    return line if len(line) <= width else line[:width - 1] + "\u2026"
+
+
 def render_status(rows: list[Experiment], metric: MetricSpec, tag: str, console: Console,
-                  last: int = 50) -> None:
+                  last: int = 50, full: bool = False) -> None:
+    """The last `last` rows; `full` shows each reason whole instead of its first line."""
     table = Table(title=f"autoresearch/{tag}", title_style="bold")
     holdout = any(e.holdout is not None for e in rows)
     cols = ["#", "commit", metric.name, *(["holdout"] if holdout else []), "mem GB", "status",
-            "description"]
+            "description", "reason"]
     for col in cols:
-        table.add_column(col, justify="left" if col in ("commit", "status", "description")
-                         else "right")
+        table.add_column(col, justify="left" if col in ("commit", "status", "description",
+                                                     "reason") else "right")
     styles = {"keep": "green", "crash": "red", "timeout": "red", "invalid": "yellow",
               "checks_failed": "yellow"}
     for e in rows[-last:]:
@@ -71,7 +78,8 @@ def render_status(rows: list[Experiment], metric: MetricSpec, tag: str, console:
         held = [] if not holdout else ["" if e.holdout is None else f"{e.holdout:.6f}"]
         table.add_row(str(e.id), e.commit[:7], value, *held, f"{e.memory_gb:.1f}",
                       f"[{styles.get(e.status, 'dim')}]{e.status}[/]",
-                      escape(e.description[:70]))
+                      escape(e.description[:70]),
+                      escape(e.reason.strip() if full else short_reason(e.reason)))
     console.print(table)
     s = summarize(rows)
     if s.best is not None and s.baseline is not None:
