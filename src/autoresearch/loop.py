@@ -46,6 +46,7 @@ from autoresearch.proposers.base import Context, Proposal, Proposer
 from autoresearch.proposers.pool import ProposerPool, Ticket
 from autoresearch.resume import protected_hashes, recover
 from autoresearch.task import ConfigError, TaskSpec
+from autoresearch.tracking import Hub, make_hub
 from autoresearch.ui.display import Display
 from autoresearch.workspace import Workspace
 
@@ -79,6 +80,7 @@ class Loop:
         self.pool: ProposerPool
         self.executor: Executor
         self.point: DecisionPoint
+        self.tracking: Hub
         self._last_failure: str | None = None
 
     # -- entry point --------------------------------------------------------------
@@ -91,6 +93,8 @@ class Loop:
         with self.ws.lock(), self._signals():
             started = time.monotonic()
             self._setup()
+            self.tracking = make_hub(self.task, self.ws.state, self.ws.tag,
+                                     self.display.message)
             self.proposer.setup(self.ledger.experiments)
             try:
                 if not self.ledger.kept():
@@ -114,6 +118,8 @@ class Loop:
                 self.display.stop_live()
                 if getattr(self, "executor", None):
                     self.executor.close()
+                if getattr(self, "tracking", None):
+                    self.tracking.close()  # waits for queued events, never for experiments
                 self.ws.close_worktree()
 
     @property
@@ -311,6 +317,10 @@ class Loop:
         point = self.point
         while self.executor.free() and point.queue and not self._aborted:
             job = point.queue.popleft()
+            if job.kind == "measure" and job.sample == 0 and job.exp_id in point.active:
+                cand = point.active[job.exp_id]
+                self.tracking.started(job.exp_id, cand.base.description, cand.base.parent,
+                                      "")
             if len(self.executor.slots) == 1:
                 self.display.start(job.exp_id, job.label)
             self.executor.submit(job)
@@ -379,6 +389,8 @@ class Loop:
 
     # -- after each row -------------------------------------------------------------------
     def _finished(self, exp: Experiment) -> None:
+        if getattr(self, "tracking", None):
+            self.tracking.finished(exp)
         self._public.append(replace(exp, holdout=None))
         if exp.status in ("crash", "timeout") and exp.log:
             self._last_failure = log_tail(Path(exp.log))

@@ -104,16 +104,20 @@ class Tag:
             return (0, 0)
 
     def live(self) -> dict[str, Any]:
-        """Is a harness running on the tag, and on which experiment."""
+        """Is a harness running on the tag, and which experiments are in flight."""
         pid = lock_holder(self.state / "lock")
-        pending: dict[str, Any] = {}
+        running: list[dict[str, Any]] = []
         if pid is not None:
-            try:
-                pending = json.loads((self.state / "pending.json").read_text() or "{}")
-            except (OSError, ValueError):
-                pending = {}
+            for path in sorted((self.state / "inflight").glob("*.json")):
+                try:  # one file per experiment in flight (decisions.point)
+                    running.append(json.loads(path.read_text() or "{}"))
+                except (OSError, ValueError):
+                    continue
+        first = running[0] if running else {}
         return {"running": pid is not None, "pid": pid,
-                "experiment": pending.get("id"), "description": pending.get("description", ""),
+                "experiment": first.get("id"), "description": first.get("description", ""),
+                "in_flight": [{"id": r.get("id"), "description": r.get("description", "")}
+                              for r in running],
                 "verified": self.verified}
 
 
