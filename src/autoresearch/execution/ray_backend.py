@@ -374,3 +374,5 @@ class RayExecutor(Executor):
         self._trees.clear()
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
+        elif self._ray.is_initialized():
+            self._ray.kill(self._flag)
