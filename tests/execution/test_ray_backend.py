@@ -99,3 +99,13 @@ def test_a_dead_node_is_a_crash_naming_it_and_the_night_goes_on(cluster_run: dic
     assert f"node {node}" in done["result"]["reason"]
     (after,) = cluster_run["after"]
     assert after["result"]["status"] == "ok" and after["node"] != node
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    from autoresearch.execution.ray_backend import RayExecutor
+    from autoresearch.task import ConfigError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'autoresearch\[ray\]'"):
+        RayExecutor(1, None, None, None)  # type: ignore[arg-type]

@@ -323,7 +323,11 @@ class RayExecutor(Executor):
             item = RuntimeError("the Ray task ended without a result")
         except ray.exceptions.TaskCancelledError:
             return self._lost(name, run, "interrupted", "interrupted by the user")
-        except ray.exceptions.RayError as exc:
+        except ray.exceptions.RayTaskError as exc:  # the harness failed there (disk full...)
+            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+            return self._lost(name, run, "crash", f"harness error on node {run.node or '?'}: "
+                              f"{type(cause).__name__}: {cause}")
+        except ray.exceptions.RayError as exc:  # the node, its raylet or the worker died
             text = str(exc)
             run.node = run.node or _node_from_error(text)
             first = text.strip().split(". ")[0] if text.strip() else type(exc).__name__
