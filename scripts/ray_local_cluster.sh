@@ -20,8 +20,9 @@ ray=$(dirname "$(command -v python)")/ray
 ip link set lo up
 mount -t tmpfs -o size=2g tmpfs /dev/shm  # private: the object store and Ray's sockets
 tmp=/dev/shm/r
-mkdir -p "$tmp"
-export RAY_USAGE_STATS_ENABLED=0 RAY_ADDRESS=127.0.0.1:6379
+mkdir -p "$tmp/tmp"
+# The nodes' job folders go there too: nothing the cluster writes outlives it.
+export RAY_USAGE_STATS_ENABLED=0 RAY_ADDRESS=127.0.0.1:6379 TMPDIR=$tmp/tmp
 common="--node-ip-address=127.0.0.1 --num-cpus=$cpus --object-store-memory=100000000 \
   --temp-dir=$tmp --disable-usage-stats"
 # shellcheck disable=SC2086

@@ -109,3 +109,27 @@ def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'autoresearch\[ray\]'"):
         RayExecutor(1, None, None, None)  # type: ignore[arg-type]
+
+
+def test_a_killed_jobs_folder_is_swept_and_a_live_one_kept(tmp_path: Path) -> None:
+    """A worker killed mid-job leaves its folder; the next job on the node removes it,
+    but never the folder of a job still running (its lock is held)."""
+    code = ("import sys, tempfile, time; tempfile.tempdir = sys.argv[1]\n"
+            "from autoresearch.execution.ray_backend import _job_dir\n"
+            "d, fd = _job_dir(); (d / 'mine').write_text('x'); print(d, flush=True)\n"
+            "time.sleep(float(sys.argv[2]))\n")
+    live = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), "60"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout is not None
+        live_dir = live.stdout.readline().strip()
+        dead = subprocess.run([sys.executable, "-c", code, str(tmp_path), "0"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        assert Path(dead, "mine").exists() and Path(live_dir, "mine").exists()
+        subprocess.run([sys.executable, "-c", code, str(tmp_path), "0"], check=True,
+                       capture_output=True)
+        assert not Path(dead).exists()
+        assert Path(live_dir, "mine").exists()
+    finally:
+        live.kill()
+        live.wait()

@@ -32,7 +32,9 @@ autoresearch.toml) installed; the task's own code is what is shipped.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import shutil
 import socket
@@ -162,6 +164,36 @@ def _watch(flag: Any, stop: threading.Event, over: threading.Event) -> None:
             continue
 
 
+def _job_dir() -> tuple[Path, int]:
+    """A private folder for one job on this node, and the fd of the lock that marks it live.
+
+    A worker killed mid-job (its node's memory monitor, a force-cancel) leaves its folder
+    behind; the next job here removes every folder whose lock nobody holds any more
+    (flocks die with their process). A folder is locked before it gets its visible name."""
+    base = Path(tempfile.gettempdir()) / "autoresearch-ray"
+    base.mkdir(exist_ok=True)
+    for old in base.iterdir():
+        if old.name.startswith("."):
+            continue
+        try:
+            fd = os.open(old / ".lock", os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(old, ignore_errors=True)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+    new = Path(tempfile.mkdtemp(prefix=".new-", dir=base))
+    fd = os.open(new / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    live = new.with_name(new.name.removeprefix(".new-"))
+    new.rename(live)
+    return live, fd
+
+
 def node_job(job: Job, env: JobEnv, tree_tar: bytes, limits: Limits, flag: Any) -> Any:
     """The Ray task body (a generator): yields `Started`, then `Finished`."""
     node = _node_name()
@@ -169,8 +201,8 @@ def node_job(job: Job, env: JobEnv, tree_tar: bytes, limits: Limits, flag: Any) 
     yield Started(node, started)
     stop, over = threading.Event(), threading.Event()
     threading.Thread(target=_watch, args=(flag, stop, over), daemon=True).start()
-    with tempfile.TemporaryDirectory(prefix="autoresearch-") as tmp:
-        root = Path(tmp)
+    root, lock = _job_dir()
+    try:
         logs = root / "logs"
 
         def export(dest: Path) -> Path:
@@ -199,7 +231,10 @@ def node_job(job: Job, env: JobEnv, tree_tar: bytes, limits: Limits, flag: Any) 
             over.set()
         files = sorted(logs.iterdir()) if logs.is_dir() else []
         shipped = {p.name: _read_log(p) for p in files if p.is_file()}
-        yield Finished(result, node, started, time.time(), shipped, holdout, ran)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        os.close(lock)
+    yield Finished(result, node, started, time.time(), shipped, holdout, ran)
 
 
 def _failed(job: Job, status: str, reason: str) -> Any:
