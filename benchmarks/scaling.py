@@ -30,7 +30,7 @@ from pathlib import Path
 
 from autoresearch.execution.executor import Executor, LocalExecutor, make_slots
 from autoresearch.execution.jobs import Job, JobEnv
-from autoresearch.execution.ray_backend import node_guards
+from autoresearch.execution.ray_node import node_guards
 from autoresearch.task import load_task
 from autoresearch.workspace import Workspace
 

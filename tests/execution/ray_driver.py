@@ -19,7 +19,8 @@ import psutil
 
 from autoresearch.decisions.policy import Verdict
 from autoresearch.execution.jobs import Done, Job, JobEnv
-from autoresearch.execution.ray_backend import RayExecutor, node_guards
+from autoresearch.execution.ray_backend import RayExecutor
+from autoresearch.execution.ray_node import node_guards
 from autoresearch.task import load_task
 from autoresearch.workspace import Workspace
 

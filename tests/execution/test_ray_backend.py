@@ -115,7 +115,7 @@ def test_a_killed_jobs_folder_is_swept_and_a_live_one_kept(tmp_path: Path) -> No
     """A worker killed mid-job leaves its folder; the next job on the node removes it,
     but never the folder of a job still running (its lock is held)."""
     code = ("import sys, tempfile, time; tempfile.tempdir = sys.argv[1]\n"
-            "from autoresearch.execution.ray_backend import _job_dir\n"
+            "from autoresearch.execution.ray_node import _job_dir\n"
             "d, fd = _job_dir(); (d / 'mine').write_text('x'); print(d, flush=True)\n"
             "time.sleep(float(sys.argv[2]))\n")
     live = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), "60"],
