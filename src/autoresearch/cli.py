@@ -12,7 +12,6 @@ import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -218,9 +217,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_experiments=args.max_experiments, hours=args.hours, max_failures=args.max_failures,
         max_cost=args.max_cost, seed=args.seed, workers=workers,
         pipeline=args.pipeline if args.pipeline is not None else ex.pipeline,
-        devices=ex.devices, stale=ex.stale,
-        executor=_executor(task, ws, args.backend or ex.backend,
-                           args.ray_address or ex.ray_address, workers)), display)
+        devices=ex.devices, stale=ex.stale, backend=args.backend or ex.backend,
+        ray_address=args.ray_address or ex.ray_address, num_cpus=ex.num_cpus,
+        num_gpus=ex.num_gpus), display)
     (ws.state).mkdir(parents=True, exist_ok=True)
     (ws.state / "meta.json").write_text(json.dumps(
         {"metric": task.metric.name, "direction": task.metric.direction, "root": str(task.root)}))
@@ -240,18 +239,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"Branch autoresearch/{args.tag} holds the best kept commit; ledger in "
                   f"{ws.state}. Next: `autoresearch report --tag {args.tag}`.")
     return 0 if "baseline failed" not in why else 1
-
-
-def _executor(task: TaskSpec, ws: Workspace, backend: str, address: str | None,
-              workers: int) -> Any:
-    """None for local slots (the loop builds them); a Ray executor for `--backend ray`."""
-    if backend == "local":
-        return None
-    if backend != "ray":
-        raise ConfigError(f"--backend {backend!r}: expected local or ray.")
-    from autoresearch.execution.ray_backend import make_ray_executor
-
-    return make_ray_executor(task, ws, address, workers)
 
 
 # -- status / report -------------------------------------------------------------------

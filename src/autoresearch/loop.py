@@ -64,7 +64,10 @@ class LoopOptions:
     pipeline: int | None = None  # proposals kept ready; None: one per worker (sandbox only)
     devices: tuple[str, ...] | None = None  # GPUs for the slots; None: detected
     stale: str = "rerun"  # a keep measured on an older incumbent: "rerun" or "discard"
-    executor: Executor | None = None  # e.g. a RayExecutor; default: local slots
+    backend: str = "local"  # "local" slots, or "ray" (execution.ray_backend)
+    ray_address: str | None = None
+    num_cpus: float = 1.0  # per experiment, on Ray
+    num_gpus: float = 0.0
 
 
 class Loop:
@@ -160,9 +163,9 @@ class Loop:
         o = self.options
         pipeline = o.pipeline if o.pipeline is not None else o.workers
         sandboxed = self.guards.phases.sandbox.active
-        self.parallel = o.workers > 1 or pipeline > 0 or o.executor is not None
+        self.parallel = o.workers > 1 or pipeline > 0 or o.backend != "local"
         if self.parallel and not sandboxed:
-            if o.workers > 1 or o.pipeline or o.executor is not None:
+            if o.workers > 1 or o.pipeline or o.backend != "local":
                 raise ConfigError("--workers, --pipeline and --backend need the bubblewrap "
                                   "sandbox (the tripwires that stand in for it cannot tell "
                                   "concurrent experiments apart). Install bubblewrap, or "
@@ -191,7 +194,7 @@ class Loop:
                 self.policy.observe(e.evidence["samples"])
             if e.status in ("crash", "timeout") and e.log:
                 self._last_failure = log_tail(Path(e.log))
-        self.executor = o.executor or self._local_executor()
+        self.executor = self._ray_executor() if o.backend == "ray" else self._local_executor()
         self.pool = ProposerPool(self.proposer, self._context, self._reserve_id,
                                  lambda: self.point.tip, self.ws.export_tree,
                                  self.ws.state / "scratch", background=self.parallel)
@@ -206,6 +209,14 @@ class Loop:
         return LocalExecutor(slots, env, self.guards, self.ws.state / "scratch",
                              self.ws.export_tree, self._job_started,
                              (lambda job, t: self.display.tick(t)) if single else None)
+
+    def _ray_executor(self) -> Executor:
+        from autoresearch.execution.ray_backend import RayExecutor
+
+        o = self.options
+        return RayExecutor(o.workers, JobEnv(self.task, self.ws.tag, self.logs), self.guards,
+                           self.ws.archive, address=o.ray_address, num_cpus=o.num_cpus,
+                           num_gpus=o.num_gpus)
 
     def _job_started(self, job: Job, pgid: int) -> None:
         self.point.record_pgid(job.exp_id, pgid)
