@@ -232,6 +232,10 @@ class RayExecutor(Executor):
                 self._ray.cancel(run.gen, force=run.escalated == 1)
                 run.escalated += 1
 
+    def set_limits(self, allowance: float | None, eval_limit: float | None) -> None:
+        """Nothing to copy: every submit reads the driver's guards, which hold them."""
+        self._guards.allowance, self._guards.eval_limit = allowance, eval_limit
+
     def abort(self) -> None:
         now = time.time()
         self._flag.set.remote()
