@@ -280,15 +280,18 @@ def _print_json(doc: dict[str, object]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from autoresearch.ui.occupancy import live_summary, render_live
     from autoresearch.ui.report import render_status
 
-    tag, ledger, metric, _ = _open_tag(args)
+    tag, ledger, metric, state = _open_tag(args)
+    live = live_summary(ledger.experiments, state)
     if args.json:
         from autoresearch.ui.records import status_json
 
-        _print_json(status_json(ledger.experiments, metric, tag))
+        _print_json({**status_json(ledger.experiments, metric, tag), "workers": live})
         return 0
     render_status(ledger.experiments, metric, tag, Console(), last=args.last, full=args.full)
+    console.print(render_live(live), highlight=False)
     return 0
 
 
@@ -317,12 +320,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else state / "progress.png"
     data = progress_data(ledger.experiments, metric)
     plot_progress(data, metric, out, f"autoresearch/{tag}")
+    from autoresearch.ui.occupancy import occupancy, plot_timeline
+
+    occ = occupancy(ledger.experiments)
+    timeline = plot_timeline(occ, out.with_name("utilization.png"), f"autoresearch/{tag}") \
+        if occ else None
     if args.json:
         from autoresearch.ui.records import report_json
 
         _print_json(report_json(ledger.experiments, metric, tag, data, out))
         return 0
-    console.print(f"Wrote {out}")
+    console.print(f"Wrote {out}" + (f" and {timeline} (one lane per worker)" if timeline
+                                     else ""))
     return 0
 
 

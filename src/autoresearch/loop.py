@@ -17,6 +17,7 @@ recorded `interrupted`, to be run again on the next start.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -254,12 +255,14 @@ class Loop:
                           diff={"tree": tree})
         self.point.hold(base, tree)
         samples: list[float] = []
+        jobs: list[list[Any]] = []
         done = None
         for k in range(max(1, self.policy.baseline_runs())):
             done = self._run_now(Job("measure", exp_id, tree, k, "baseline" if k == 0 else
                                      f"baseline (repeat {k})", self.options.seed,
                                      keep_handover=bool(self.task.holdout)))
             m = done.result
+            jobs.append(["measure", done.worker, round(done.started, 3), round(done.finished, 3)])
             if m.status != "ok" or m.metric is None or self._aborted:
                 break
             samples.append(m.metric)
@@ -275,7 +278,7 @@ class Loop:
                       metric=sum(samples) / len(samples) if ok else None, metrics=m.metrics,
                       holdout=holdout, reason="baseline" if ok else m.reason,
                       memory_gb=m.memory_gb, run_seconds=m.seconds, exit_code=m.exit_code,
-                      worker=done.worker, evidence={**m.notes, "samples": samples,
+                      worker=done.worker, evidence={**m.notes, "samples": samples, "jobs": jobs,
                                                     "time_budget": self.task.time_budget},
                       log=m.log)
         self.point.finish(exp, tree)
@@ -313,16 +316,32 @@ class Loop:
             self._dispatch()
             if why is not None and not point.active and not point.queue:
                 return "aborted by the user" if self._aborted else why
+            self._write_live()
             for done in self.executor.poll(0.2 if self.executor.running() else 0.0):
                 if len(self.executor.slots) == 1:
                     self.display.stop_live()
                 point.on_done(done)
-            if not self.executor.running() and not point.queue and point.active:
+            self._dispatch()  # free workers start first; the bookkeeping follows
+            point.settle()
+            if not self.executor.running() and not point.queue and point.active \
+                    and not point.concluded:
                 # Nothing can finish these any more (aborted before their first job ran).
                 for cand in list(point.active.values()):
                     point.active.pop(cand.base.id)
                     point.finish(replace(cand.base, status="interrupted",
                                          reason="stopped before it ran"), cand.tree)
+
+    def _write_live(self) -> None:
+        """What `status` shows of a running night: each slot's experiment and the backlog."""
+        slots: dict[str, int | None] = {s.name: None for s in self.executor.slots}
+        for slot, job in self.executor.running().items():
+            slots[slot] = job.exp_id
+        now = {"slots": slots, "backlog": self.pool.backlog()}
+        if now != getattr(self, "_live", None):
+            self._live = now
+            path = self.ws.state / "live.json"
+            path.with_suffix(".tmp").write_text(json.dumps(now))
+            os.replace(path.with_suffix(".tmp"), path)
 
     def _dispatch(self) -> None:
         point = self.point
@@ -341,9 +360,13 @@ class Loop:
         point = self.point
         # Interrupted experiments go first; the pool starts only once they are admitted, so
         # ids are reserved in the order experiments start.
-        want = 0 if self._reruns else min(self.executor.free() + self.pipeline, self._room())
+        # Proposing ahead, a ready proposal is admitted at once (staged, checked, its first
+        # run queued), so a worker that frees up starts it without waiting on git.
+        ahead = self.pipeline if self.pool.background else 0
+        want = 0 if self._reruns else min(self.executor.free() + ahead - len(point.queue),
+                                          self._room())
         self.pool.want(max(0, want))
-        while self.executor.free() > len(point.queue) and self._room() > 0:
+        while self.executor.free() + ahead > len(point.queue) and self._room() > 0:
             ticket: Ticket | None
             if self._reruns:
                 ticket = self._rerun_ticket(self._reruns.pop(0))

@@ -73,6 +73,7 @@ class DecisionPoint:
         self.queue: deque[Job] = deque()  # jobs waiting for a free slot, oldest first
         self._keeping: int | None = None  # a keep waiting for its holdout blocks other keeps
         self._deferred: list[Candidate] = []
+        self.concluded: list[Candidate] = []  # protocols that ended, not yet recorded
         self._trees: dict[str, Experiment] = {}  # measured tree -> first experiment with it
         self._start_sizes: dict[str, int | None] = {}
         self.feedback: str | None = None
@@ -169,7 +170,11 @@ class DecisionPoint:
         cand = self.active.get(done.job.exp_id)
         if cand is None:
             return
-        cand.base = replace(cand.base, worker=done.worker, node=done.node)
+        # Where and when each job ran: the utilization timeline (`ui.occupancy`) reads it.
+        jobs = [*cand.base.evidence.get("jobs", []),
+                [done.job.kind, done.worker, round(done.started, 3), round(done.finished, 3)]]
+        cand.base = replace(cand.base, worker=done.worker, node=done.node,
+                            evidence={**cand.base.evidence, "jobs": jobs})
         result = done.result
         if isinstance(result, BaseException):  # a harness bug in the job: a crash row
             result = Measurement("crash", f"harness error in {done.job.kind}: "
@@ -192,15 +197,29 @@ class DecisionPoint:
         try:
             request = cand.protocol.send(answer)
         except StopIteration as stop:
-            return self._conclude(cand, stop.value)
+            # Concluded after the loop has started the next jobs (`settle`): committing and
+            # moving refs need not keep a free worker waiting.
+            cand.outcome = stop.value
+            self.concluded.append(cand)
+            return
+        # A candidate already running goes before new ones: its decision is what the
+        # next proposals are waiting to learn from.
         if isinstance(request, Run):
-            self.queue.append(Job("measure", cand.base.id, cand.tree, request.k,
-                                  cand.base.description if request.k == 0
-                                  else f"{cand.base.description} (confirm)", self.seed,
-                                  keep_handover=bool(self.task.holdout)))
+            job = Job("measure", cand.base.id, cand.tree, request.k,
+                      cand.base.description if request.k == 0
+                      else f"{cand.base.description} (confirm)", self.seed,
+                      keep_handover=bool(self.task.holdout))
+            self.queue.append(job) if request.k == 0 else self.queue.appendleft(job)
         elif isinstance(request, Checks):
-            self.queue.append(Job("checks", cand.base.id, cand.tree, 0, "checks", self.seed,
-                                  verdict=request.verdict))
+            self.queue.appendleft(Job("checks", cand.base.id, cand.tree, 0, "checks",
+                                      self.seed, verdict=request.verdict))
+
+    def settle(self) -> None:
+        """Conclude what the last results decided: rows, commits and refs, in order."""
+        while self.concluded:
+            cand = self.concluded.pop(0)
+            assert cand.outcome is not None
+            self._conclude(cand, cand.outcome)
 
     def _conclude(self, cand: Candidate, outcome: Outcome) -> None:
         cand.outcome = outcome
@@ -278,6 +297,7 @@ class DecisionPoint:
 
     def _finish_remeasure(self, cand: Candidate, m: Measurement) -> None:
         exp = replace(cand.base, status="remeasure" if m.status == "ok" else m.status,
+                      evidence=cand.base.evidence,
                       metric=m.metric, metrics=m.metrics, reason=m.reason,
                       memory_gb=m.memory_gb, run_seconds=m.seconds, exit_code=m.exit_code,
                       log=m.log, finished=time.time())
