@@ -173,3 +173,29 @@ def test_second_harness_on_same_tag_is_refused(tmp_path: Path) -> None:
         wait_for_line(harness, "stopping:")
         harness.send_signal(signal.SIGINT)  # the second one aborts the 60 s run
         harness.communicate(timeout=30)
+
+
+SLOW_PROPOSER = """#!/usr/bin/env python3
+import pathlib, time
+pathlib.Path("thinking").write_text("yes")  # in its own export: the test waits for it
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("pipeline", ["0", "1"])
+def test_ctrl_c_while_proposing_cancels_the_proposer_at_once(tmp_path: Path,
+                                                             pipeline: str) -> None:
+    repo = make_repo(tmp_path / "r", files={"propose.py": SLOW_PROPOSER},
+                     toml=toy_toml(extra=STRICT))
+    harness = start_harness(repo, "p", "--proposer", "command:./propose.py",
+                            "--pipeline", pipeline)
+    marker = repo / ".autoresearch" / "p" / "scratch" / "propose-1" / "thinking"
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the proposer never started"
+    harness.send_signal(signal.SIGINT)
+    _, err = harness.communicate(timeout=20)  # not the proposer's 60 s
+    assert harness.returncode == 130, err
+    assert [r["status"] for r in ledger(repo, "p")] == ["keep"]  # nothing ran: no row
+    assert processes_under(repo) == []
