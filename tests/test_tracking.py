@@ -221,3 +221,28 @@ def test_wandb_offline_runs_read_back_with_stable_ids(tmp_path: Path,
     assert {"1.diff", "0001.log"} <= set(one["files"])
     tag = [r for r in runs if r["id"] == "wb-tag"][-1]
     assert tag["summary"]["best_val_loss"] == 0.2
+
+
+@pytest.mark.slow
+def test_the_real_loop_logs_one_mlflow_run_per_experiment(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow", reason="pip install '.[tracking]'")
+    from conftest import run_cli, toy_toml
+    from mlflow.tracking import MlflowClient
+
+    extra = '\n[tracking]\nmlflow = { tracking_uri = "sqlite:///mlruns.db" }\n'
+    repo = make_repo(tmp_path / "repo", toml=toy_toml(extra=extra))
+    (repo / ".gitignore").write_text("mlruns.db\nmlartifacts/\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "ignore the store")
+    res = run_cli(repo, "run", "--tag", "live", "--max-experiments", "3", timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = Ledger(repo / ".autoresearch" / "live", "val_loss").read()
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns.db'}")
+    exp = client.get_experiment_by_name("autoresearch")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    ids = sorted(int(r.data.tags["autoresearch.exp_id"]) for r in runs
+                 if r.data.tags["autoresearch.kind"] == "experiment")
+    assert ids == sorted(e.id for e in rows)  # every row, once, baseline included
+    statuses = {int(r.data.tags["autoresearch.exp_id"]): r.data.tags["status"] for r in runs
+                if r.data.tags["autoresearch.kind"] == "experiment"}
+    assert statuses == {e.id: e.status for e in rows}
