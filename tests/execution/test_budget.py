@@ -17,6 +17,7 @@ from autoresearch.execution.budget import (
     STOP_ENV,
     Allowance,
     BudgetClock,
+    describe,
     legacy_allowance,
     stop_allowance,
 )
@@ -158,3 +159,4 @@ def test_the_rule_comes_from_the_baseline_and_old_tasks_keep_theirs(tmp_path: Pa
     old = allowance(task, Experiment(id=0, status="keep", description="baseline",
                                      run_seconds=310, evidence={"time_budget": 300}))
     assert not old.stops and old == legacy_allowance(300, 10) == 0.05 * 300 + 1.5 * 10
+    assert "first step" in describe(300, rule) and "start-up counts" in describe(300, old)

@@ -150,3 +150,16 @@ class BudgetClock:
         cut = text.rfind(b"\n") + 1
         self._partial = text[cut:][-256:]
         return _MARKER.search(text[:cut]) is not None
+
+
+def describe(budget: float, rule: float) -> str:
+    """The start-up message for the rule in force (for the loop, after the baseline)."""
+    if isinstance(rule, Allowance) and rule.stops:
+        assert rule.startup_limit is not None
+        return (f"budget: {budget:g}s from a run's first step (at the latest "
+                f"{rule.startup_limit:.1f}s after launch), then ${STOP_ENV} is created and "
+                f"the run must exit within {float(rule):.1f}s; a clock slowed by more than "
+                f"{1 + float(rule) / budget:.2f}x that keeps training is caught")
+    return (f"budget: a run may take {float(rule):.1f}s over its {budget:g}s budget in all, "
+            f"so a clock slowed by more than {1 + float(rule) / budget:.2f}x is caught (the "
+            "task announces no first step, so start-up counts)")
