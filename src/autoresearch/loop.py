@@ -30,6 +30,7 @@ from typing import Any
 from autoresearch.decisions.point import DecisionPoint
 from autoresearch.decisions.policy import Policy
 from autoresearch.decisions.protocol import judged_since_keep, remeasure_due
+from autoresearch.execution.budget import describe
 from autoresearch.execution.executor import Executor, LocalExecutor, make_slots
 from autoresearch.execution.jobs import Done, Job, JobEnv
 from autoresearch.execution.measure import (
@@ -38,7 +39,6 @@ from autoresearch.execution.measure import (
     eval_limit,
     make_guards,
     run_env,
-    smallest_caught_fake,
 )
 from autoresearch.execution.process import log_tail
 from autoresearch.integrity.tripwire import Canaries, Tripwire, tampered
@@ -290,12 +290,9 @@ class Loop:
                                  "a baseline.")
             return "the baseline failed; see its log and fix the task"
         self._limits_from(exp)
-        self.display.message(
-            f"budget: a run may take {self.guards.allowance:.1f}s over its "
-            f"{self.task.time_budget:g}s budget, so a clock slowed by more than "
-            f"{smallest_caught_fake(self.task, self.guards.allowance or 0):.2f}x is caught"
-            + (f"; scoring may take {self.guards.eval_limit:.0f}s"
-               if self.guards.eval_limit else ""))
+        self.display.message(describe(self.task.time_budget, self.guards.allowance or 0.0)
+                             + (f"; scoring may take {self.guards.eval_limit:.0f}s"
+                                if self.guards.eval_limit else ""))
         return None
 
     def _limits_from(self, baseline: Experiment) -> None:

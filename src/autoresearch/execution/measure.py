@@ -32,6 +32,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from autoresearch.execution.budget import (
+    STOP_ENV,
+    Allowance,
+    BudgetClock,
+    legacy_allowance,
+    stop_allowance,
+)
+
 # run_checks and baseline_checks are re-exported: the loop imports them from here.
 from autoresearch.execution.checks import baseline_checks, error_line, run_checks  # noqa: F401
 from autoresearch.execution.evaluate import split_evaluate
@@ -79,7 +87,9 @@ class Guards:
     eval_only: tuple[Path, ...] = ()  # data only the trusted scorer sees
     editable: tuple[str, ...] = ()  # removed from the scorer's tree: it never runs them
     network: bool = False
-    allowance: float | None = None  # seconds over the budget tolerated; None: not enforced
+    # Seconds over the budget tolerated (an `Allowance` from `allowance()`: with the stop
+    # rule, the grace after the harness's stop); None: not enforced (the baseline).
+    allowance: float | None = None
     eval_limit: float | None = None  # seconds the evaluate phase may take; from the baseline
     handover_dir: Path | None = None  # a holdout's model kept aside (default: scratch/handover)
 
@@ -148,23 +158,29 @@ def make_guards(task: TaskSpec, ws: Workspace, say: Callable[[str], None],
                   tuple(eval_only), task.editable, bool(task.network))
 
 
-def allowance(task: TaskSpec, baseline: Experiment) -> float:
-    """Seconds over the budget a run may take, derived from the baseline.
+def allowance(task: TaskSpec, baseline: Experiment) -> Allowance:
+    """Seconds over the budget a run may take, and how they are counted; from the baseline.
 
-    The baseline's time beyond its budget is start-up and teardown (imports, data, saving
-    the model). A run may take that 1.5 times over, plus 5% of the budget, for a loaded
-    machine, and never less than 5 s. Training is timed by the run's own clock, so a run
-    that fakes its clock trains longer; it is caught when the extra time exceeds this
-    allowance, i.e. for a fake factor above `1 + allowance / budget` (`smallest_caught_fake`).
+    A baseline that announced its first step (`execution.budget`) gets the stop rule: the
+    harness starts the budget clock at a run's first step and stops it at the budget, and
+    the returned value is the grace a run has to exit after the stop. Otherwise the older
+    rule: the baseline's time beyond its budget (start-up and teardown) 1.5 times over,
+    plus 5% of the budget, at least 5 s, on the run's total wall time. Either way a run
+    whose clock runs slow by more than `smallest_caught_fake` and keeps training is caught.
     """
     # Against the budget the baseline ran with: a resume may change --time-budget.
     ran_with = float(baseline.evidence.get("time_budget", task.time_budget))
-    overhead = max(0.0, baseline.run_seconds - ran_with)
-    return max(5.0, 0.05 * task.time_budget + 1.5 * overhead)
+    startup = baseline.evidence.get("startup_seconds")
+    if startup is not None:
+        return stop_allowance(task.time_budget, float(startup),
+                              float(baseline.evidence.get("teardown_seconds", 0.0)))
+    return legacy_allowance(task.time_budget, max(0.0, baseline.run_seconds - ran_with))
 
 
 def smallest_caught_fake(task: TaskSpec, slack: float) -> float:
-    """The smallest clock-slowing factor the budget check catches (e.g. 1.17 for 17%)."""
+    """The smallest clock-slowing factor the budget check catches (e.g. 1.05 for 5%) in a
+    run that keeps training past its budget; with the stop rule, one that also announces
+    its first step late gains up to `startup_limit - start-up` more (`execution.budget`)."""
     return 1.0 + slack / task.time_budget
 
 
@@ -230,17 +246,25 @@ def measure(
     handover = guards.handover
     shutil.rmtree(handover, ignore_errors=True)
     handover.mkdir(parents=True)
+    # The harness's stop: a file in a directory only the harness writes (read-only inside).
+    control = guards.scratch / "control"
+    shutil.rmtree(control, ignore_errors=True)
+    control.mkdir(parents=True)
+    clock = BudgetClock(log, control / "stop", task.time_budget, guards.allowance)
     env = {**env, "AUTORESEARCH_HANDOVER": str(handover)}
     run_dir = guards.export(guards.scratch / "run")
+    access = guards.access("run")
+    access = replace(access, readonly=(*access.readonly, control))
     guards.tripwire.arm()
     guards.canaries.arm()
     run = guards.phases.run(Phase("run", task.run, run_dir, log, task.timeout,
-                                  {**env, "AUTORESEARCH_PHASE": "train"}, guards.access("run")),
+                                  {**env, "AUTORESEARCH_PHASE": "train",
+                                   STOP_ENV: str(control / "stop")}, access, poll=clock.poll),
                             on_start, on_tick, should_stop)
     mem_gb = run.peak_rss_mb / 1024
     # Measured from outside the phase: these, not what the run prints, feed guardrails.
     harness_metrics = {"peak_rss_mb": round(run.peak_rss_mb, 1), "run_seconds": run.seconds}
-    notes: dict[str, Any] = {}
+    notes: dict[str, Any] = clock.notes(run.seconds)
 
     def result(status: str, reason: str, value: float | None = None,
                metrics: dict[str, float] | None = None) -> Measurement:
@@ -263,7 +287,11 @@ def measure(
         return result("invalid", f"the run left {run.leftovers} process(es) running after it "
                       "exited; they were killed")
     budget, slack = task.time_budget, guards.allowance
-    if slack is not None and run.seconds > budget + slack:
+    overstayed = clock.overstayed(run.seconds)  # it ended, but after the stop's grace
+    if overstayed:
+        return result("invalid", overstayed)
+    if slack is not None and not (isinstance(slack, Allowance) and slack.stops) and \
+            run.seconds > budget + slack:
         return result("invalid", f"over budget: the run took {run.seconds:.1f}s, more than "
                       f"the {budget:.0f}s budget plus a {slack:.1f}s startup allowance")
     source = log

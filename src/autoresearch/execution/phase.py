@@ -39,6 +39,8 @@ class Phase:
     pass_fds: tuple[int, ...] = ()
     stdin: Path | None = None  # a file fed on standard input
     grace: float = GRACE_SECONDS  # between SIGTERM and SIGKILL at the deadline
+    # Called with the elapsed seconds on every poll; a reason it returns kills the phase.
+    poll: Callable[[float], str | None] | None = None
 
 
 def _usage(paths: Sequence[Path]) -> int:
@@ -116,7 +118,7 @@ class PhaseRunner:
                            self.sandbox.env(dict(phase.env)), on_start, on_tick, should_stop,
                            merge_stderr=phase.merge_stderr, stdin=phase.stdin,
                            grace=phase.grace, pass_fds=phase.pass_fds,
-                           watch=self._quota(phase))
+                           watch=self._quota(phase), poll=phase.poll)
 
     def popen(self, phase: Phase) -> subprocess.Popen[bytes]:
         """Start `phase` in the background (a model server beside its scorer).

@@ -220,6 +220,7 @@ def run_command(
     grace: float = GRACE_SECONDS,
     pass_fds: Sequence[int] = (),
     watch: Callable[[], str | None] | None = None,
+    poll: Callable[[float], str | None] | None = None,
 ) -> RunResult:
     """Run `command` in `cwd`, killed with its whole tree at `timeout`.
 
@@ -232,7 +233,9 @@ def run_command(
     returning True ends the run early (Ctrl-C), recorded as interrupted. With
     `merge_stderr=False`, stderr goes to the log path with suffix `.err`. `pass_fds`
     are inherited by the child (pipes to a model server); `watch()` is polled about
-    once a second and a reason it returns kills the run (`RunResult.violation`).
+    once a second and a reason it returns kills the run (`RunResult.violation`);
+    `poll(elapsed)` is the same on every pass of the loop (0.1-0.25 s), for cheap checks
+    that need the precision (the budget clock of `execution.budget`).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
@@ -271,6 +274,10 @@ def run_command(
             if watch is not None and elapsed >= next_watch:
                 next_watch = elapsed + 1.0
                 violation = watch() or ""
+                if violation:
+                    break
+            if poll is not None:
+                violation = poll(elapsed) or ""
                 if violation:
                     break
             if root is not None and elapsed >= next_sample:
