@@ -154,16 +154,22 @@ def test_sigkill_with_three_in_flight_loses_nothing(tmp_path: Path) -> None:
         raise AssertionError("three experiments never ran at once")
     harness.send_signal(signal.SIGKILL)
     harness.wait(timeout=10)
+    # Three running, and perhaps one more admitted and waiting for a worker.
+    in_flight = sorted(json.loads(p.read_text())["id"] for p in inflight.glob("*.json"))
+    assert in_flight[:3] == [1, 2, 3]
 
-    res = run_cli(repo, "run", "--tag", "k", "--workers", "3", "--max-experiments", "6",
-                  "--proposer", "command:./propose.py")
+    res = run_cli(repo, "run", "--tag", "k", "--workers", "3", "--max-experiments",
+                  str(2 * len(in_flight)), "--proposer", "command:./propose.py")
     assert res.returncode == 0, res.stderr
     rows = ledger(repo, "k")
     interrupted = [r for r in rows if r["status"] == "interrupted"]
-    assert sorted(r["id"] for r in interrupted) == [1, 2, 3]
+    assert sorted(r["id"] for r in interrupted) == in_flight
     reruns = [r for r in rows if "rerun_of" in r["evidence"]]
     # Each interrupted experiment ran again exactly once, on its own tree; none counted twice.
-    assert sorted(r["evidence"]["rerun_of"] for r in reruns) == [1, 2, 3]
+    assert sorted(r["evidence"]["rerun_of"] for r in reruns) == in_flight
+    for r in reruns:
+        assert r["diff"]["tree"] == next(i for i in interrupted
+                                         if i["id"] == r["evidence"]["rerun_of"])["diff"]["tree"]
     assert all(r["status"] in ("keep", "discard") for r in reruns)
     assert not list(inflight.glob("*.json"))
     assert processes_under(repo) == []
