@@ -106,8 +106,11 @@ def test_first_signal_lets_the_running_experiment_finish(tmp_path: Path, sig: in
     _, err = harness.communicate(timeout=60)
     assert harness.returncode == code, err
     rows = ledger(repo, "g")
-    # Recorded with its real result, and nothing new was started after the signal.
-    assert [r["status"] for r in rows] == ["keep", "keep"], err
+    # Recorded with its real result, and nothing new was started after the signal. A
+    # proposal made ahead is kept as `interrupted`, to run first on the next start.
+    assert [r["status"] for r in rows[:2]] == ["keep", "keep"], err
+    assert all(r["status"] == "interrupted" and "before it ran" in r["reason"]
+               and r["run_seconds"] == 0 for r in rows[2:]), err
     assert rows[1]["metric"] < rows[0]["metric"]
     assert git(repo, "rev-parse", "autoresearch/g").strip() == rows[1]["commit"]
     assert processes_under(repo) == []

@@ -307,9 +307,13 @@ class Loop:
         point = self.point
         why: str | None = None
         while True:
-            why = why or self._stop_reason(started)
+            if why is None and (why := self._stop_reason(started)) is not None:
+                if not why.startswith("reached --max-experiments"):
+                    self._drop_unstarted()  # a stop ends what runs; nothing new begins
             if why is None:
                 self._fill()
+            if self._aborted:
+                self._drop_unstarted()
             self._dispatch()
             if why is not None and not point.active and not point.queue:
                 return "aborted by the user" if self._aborted else why
@@ -320,13 +324,31 @@ class Loop:
                 point.on_done(done)
             self._dispatch()  # free workers start first; the bookkeeping follows
             point.settle()
-            if not self.executor.running() and not point.queue and point.active \
-                    and not point.concluded:
-                # Nothing can finish these any more (aborted before their first job ran).
-                for cand in list(point.active.values()):
+
+    def _drop_unstarted(self) -> None:
+        """Candidates admitted ahead whose first run has not begun: recorded `interrupted`
+        (their change is kept under discarded/N) and run first on the next start."""
+        point = self.point
+        started = {job.exp_id for job in self.executor.running().values()}
+        for job in list(point.queue):
+            cand = point.active.get(job.exp_id)
+            if cand is None or job.exp_id in started or cand.remeasure:
+                continue
+            if job.kind == "measure" and job.sample == 0 and not cand.base.evidence.get("jobs"):
+                point.queue.remove(job)
+                point.active.pop(job.exp_id)
+                point.finish(replace(cand.base, status="interrupted", reason=(
+                    "stopped before it ran; it runs first on the next start")), cand.tree)
+        if self._aborted:  # follow-ups of aborted candidates will never run either
+            for job in list(point.queue):
+                if job.exp_id not in started:
+                    point.queue.remove(job)
+            for cand in list(point.active.values()):
+                if cand.base.id not in started and not any(
+                        c is cand for c in point.concluded):
                     point.active.pop(cand.base.id)
                     point.finish(replace(cand.base, status="interrupted",
-                                         reason="stopped before it ran"), cand.tree)
+                                         reason="aborted before it finished"), cand.tree)
 
     def _write_live(self) -> None:
         """What `status` shows of a running night: each slot's experiment and the backlog."""
