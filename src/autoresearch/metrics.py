@@ -8,13 +8,13 @@ Two forms are accepted:
   for the summary.
 - pi-autoresearch's ``METRIC name=value`` lines, anywhere in the output.
 
-The last occurrence of a name wins.
+The last occurrence of a name wins. Values that are not numbers are ignored;
+``nan`` and ``inf`` are parsed (so they can be rejected by name, not missed).
 
 A run may also report intermediate values, ``METRIC name=value progress=F`` with
 ``F`` the fraction of its budget done (0 to 1). They are a separate stream,
 read by ``parse_progress`` for early stopping: ``parse_metrics`` never takes one
-for the final metric, so printing a curve cannot change a run's result. Values that are not numbers are ignored;
-``nan`` and ``inf`` are parsed (so they can be rejected by name, not missed).
+for the final metric, so printing a curve cannot change a run's result.
 """
 
 from __future__ import annotations
