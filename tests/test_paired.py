@@ -32,7 +32,7 @@ def test_pair_order_alternates_so_a_trend_cancels():
 
 def test_pairing_is_the_noise_aware_default_and_strict_never_pairs():
     p = NoiseAwarePolicy(MIN)
-    assert p.pairing() and p.max_pairs() == 4
+    assert p.pairing() and p.max_pairs() == 5
     off = NoiseAwarePolicy(MIN, {"pairing": False})
     assert not off.pairing() and off.max_pairs() == 0
     assert not StrictPolicy(MIN).pairing()
@@ -107,7 +107,7 @@ def test_an_early_look_needs_a_clear_win():
     sigma_d = 2 ** 0.5 * run_sigma
     v = p.judge_paired(cand(0.95), inc(), [Pair(1.0 - 3.5 * sigma_d, 1.0)])
     assert v.status == "rerun" and v.evidence["rule"] == "confirm"
-    final_bar = v.evidence["threshold"] / 2  # sqrt(max_pairs / 1) = 2 at the first look
+    final_bar = v.evidence["threshold"] / 5 ** 0.5  # sqrt(max_pairs / 1) at the first look
     assert final_bar < 3.5 * sigma_d < v.evidence["threshold"]
     big = p.judge_paired(cand(0.5), inc(), [Pair(0.5, 1.0)])
     assert big.status == "keep"
@@ -159,3 +159,13 @@ def test_paired_protocol_keeps_few_noops_and_most_clear_gains_under_drift():
                 for _ in range(trials)) / trials
     assert false <= 0.06, false  # about 2% expected; 6% leaves room for sampling error
     assert found >= 0.6, found
+
+
+def test_with_pairing_the_screen_compares_with_the_incumbents_latest_runs():
+    # The incumbent was re-measured after the machine slowed by 0.05: its latest five runs.
+    series = BASE + tuple(x + 0.05 for x in BASE)
+    gained = cand(1.03)  # 0.02 better than the machine now, 0.005 worse than the old mean
+    assert NoiseAwarePolicy(MIN).judge(gained, inc(series)).status == "rerun"
+    plain = NoiseAwarePolicy(MIN, {"pairing": False}).judge(gained, inc(series))
+    assert plain.status == "discard" and plain.evidence["incumbent_mean"] == pytest.approx(
+        1.025)

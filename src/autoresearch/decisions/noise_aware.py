@@ -149,7 +149,7 @@ class NoiseAwarePolicy(Policy):
         "discard_seed_only": Option(bool, True, "discard a diff that only changes seeds"),
         "pairing": Option(bool, True, "confirm a candidate by interleaved pairs with the "
                           "incumbent (shared seeds), so machine drift cancels"),
-        "max_pairs": Option(int, 4, "most confirmation pairs of one candidate (each pair is "
+        "max_pairs": Option(int, 5, "most confirmation pairs of one candidate (each pair is "
                             "two runs)", at_least(1)),
         **PRUNE_OPTIONS,
     }
@@ -243,8 +243,13 @@ class NoiseAwarePolicy(Policy):
         self.pool.observe(incumbent.samples)
         self.pool.observe(candidate.samples)
         noise = self.pool.estimate(o["noise_floor"])
-        n_c, n_i = len(candidate.samples), len(incumbent.samples)
-        mean_c, mean_i = statistics.fmean(candidate.samples), statistics.fmean(incumbent.samples)
+        inc_samples = incumbent.samples
+        if self.pairing() and len(candidate.samples) == 1:
+            # The screen before pairs: against the incumbent's latest runs, the machine as
+            # it is now, so drift since the baseline does not decide who gets confirmed.
+            inc_samples = inc_samples[-int(o["baseline_runs"]):]
+        n_c, n_i = len(candidate.samples), len(inc_samples)
+        mean_c, mean_i = statistics.fmean(candidate.samples), statistics.fmean(inc_samples)
         effect = self.improvement(mean_i, mean_c)
         se = None if noise.sigma is None else noise.sigma * math.sqrt(1 / n_c + 1 / n_i)
         z_eff = self.critical_z(noise)

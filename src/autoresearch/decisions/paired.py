@@ -11,10 +11,10 @@ The order alternates (``pair_order``: incumbent first, then candidate first, ...
 so a trend within a pair cancels over two pairs as well.
 
 The noise of a difference is pooled across candidates like the run noise: each
-candidate's series of differences is one series in a ``NoisePool``. Before any
-series has two pairs it is taken as ``sqrt(2)`` times the run sigma (the
-difference of two independent runs), a prior that only over-states the noise
-when drift or seeds made runs correlated.
+candidate's series of differences is one series in a ``NoisePool``. Its prior is
+``sqrt(2)`` times the run sigma (the difference of two independent runs), which
+only over-states the noise when drift or seeds made runs correlated; the two
+are combined weighted by their degrees of freedom (``PairedNoise.estimate``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from autoresearch.decisions.noise import NoiseEstimate, NoisePool
+
+
+# The run-noise prior counts as at most this many degrees of freedom (a baseline of five):
+# a long incumbent series spans the machine's drift, which differences do not carry, so
+# the prior must not outweigh the differences' own evidence for long.
+PRIOR_DOF = 4
 
 
 @dataclass(frozen=True)
@@ -62,15 +68,27 @@ class PairedNoise:
         self.pool.observe(differences)
 
     def estimate(self, run_noise: NoiseEstimate) -> NoiseEstimate:
+        """The differences' own pooled sd, combined with the ``sqrt(2)`` run-sigma prior.
+
+        Variances are averaged weighted by degrees of freedom (the prior's capped at
+        ``PRIOR_DOF``), so the first few pairs refine the prior instead of replacing it
+        with a guess from two numbers, later ones outweigh it, and the estimate's dof
+        keep the Student-t widening honest.
+        """
         own = self.pool.estimate()
-        if own.sigma is not None:
-            return own
         if run_noise.sigma is None:
-            return NoiseEstimate(None, 0, 0, 0, "unknown")
-        # The prior keeps the run estimate's degrees of freedom: it is no better known.
-        return NoiseEstimate(math.sqrt(2.0) * run_noise.sigma, run_noise.pairs,
-                             run_noise.series, run_noise.dof,
-                             "prior" if run_noise.source == "pooled" else run_noise.source)
+            return own
+        prior = math.sqrt(2.0) * run_noise.sigma
+        prior_dof = min(run_noise.dof, PRIOR_DOF) if run_noise.source == "pooled" else 0
+        if own.sigma is None or own.dof == 0:
+            return NoiseEstimate(prior, run_noise.pairs, run_noise.series, prior_dof,
+                                 "prior" if prior_dof else run_noise.source)
+        if prior_dof == 0:  # a floor: a lower bound, not evidence
+            return NoiseEstimate(max(own.sigma, prior), own.pairs, own.series, own.dof,
+                                 "pooled" if own.sigma >= prior else run_noise.source)
+        dof = own.dof + prior_dof
+        sigma = math.sqrt((own.dof * own.sigma ** 2 + prior_dof * prior ** 2) / dof)
+        return NoiseEstimate(sigma, own.pairs, own.series, dof, "pooled")
 
 
 def paired_stats(pairs: Sequence[Pair], improvement: Callable[[float, float], float],
