@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from autoresearch.decisions.noise import NoiseEstimate, NoisePool
 
-
 # The run-noise prior counts as at most this many degrees of freedom (a baseline of five):
 # a long incumbent series spans the machine's drift, which differences do not carry, so
 # the prior must not outweigh the differences' own evidence for long.
