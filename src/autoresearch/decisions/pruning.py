@@ -33,9 +33,10 @@ The defaults come from ``benchmarks/pruning.py``.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,16 @@ def curve_at(curve: Curve, p: float) -> float | None:
     """The curve's value at progress ``p``, linearly interpolated; None outside it."""
     if not curve or p < curve[0].progress or p > curve[-1].progress:
         return None
-    for a, b in zip(curve, curve[1:], strict=False):
-        if a.progress <= p <= b.progress:
-            if b.progress == a.progress:
-                return b.value
-            t = (p - a.progress) / (b.progress - a.progress)
-            return a.value + t * (b.value - a.value)
-    return curve[-1].value  # a one-point curve at exactly p
+    i = bisect.bisect_left(curve, p, key=_progress)  # first point at or after p
+    b = curve[i]
+    if b.progress == p or i == 0:
+        return b.value
+    a = curve[i - 1]
+    return a.value + (p - a.progress) / (b.progress - a.progress) * (b.value - a.value)
+
+
+def _progress(point: ProgressPoint) -> float:
+    return point.progress
 
 
 @dataclass(frozen=True)
@@ -119,35 +123,47 @@ class Band:
     se: float | None  # sigma * sqrt(1 + 1/curves)
 
 
-def band(incumbent: Sequence[Curve], noise_groups: Sequence[Sequence[Curve]], p: float,
-         z: float) -> Band | None:
+NoiseAt = Callable[[float], NoiseEstimate]
+
+
+def pooled_noise(groups: Sequence[Sequence[Curve]]) -> NoiseAt:
+    """The curve noise at a progress, pooled within each group of repeated curves."""
+    def at(p: float) -> NoiseEstimate:
+        values = [[v for c in g if (v := curve_at(c, p)) is not None] for g in groups]
+        sigma, pairs = pairwise_sigma(values)
+        dof = sum(max(0, len(v) - 1) for v in values)
+        return NoiseEstimate(sigma, pairs, len(values), dof, "pooled")
+    return at
+
+
+def band(incumbent: Sequence[Curve], noise_at: NoiseAt, p: float, z: float) -> Band | None:
     values = [v for c in incumbent if (v := curve_at(c, p)) is not None]
     if not values:
         return None
-    groups = [[v for c in g if (v := curve_at(c, p)) is not None] for g in noise_groups]
-    sigma, pairs = pairwise_sigma(groups)
-    dof = sum(max(0, len(g) - 1) for g in groups)
-    zc = critical_z(z, NoiseEstimate(sigma, pairs, len(groups), dof, "pooled"))
-    se = None if sigma is None else sigma * math.sqrt(1 + 1 / len(values))
-    return Band(statistics.fmean(values), len(values), sigma, pairs, zc, se)
+    noise = noise_at(p)
+    se = None if noise.sigma is None else noise.sigma * math.sqrt(1 + 1 / len(values))
+    return Band(statistics.fmean(values), len(values), noise.sigma, noise.pairs,
+                critical_z(z, noise), se)
 
 
 def decide(rule: PruneRule, incumbent: Sequence[Curve], partial: Curve,
            noise_groups: Sequence[Sequence[Curve]] | None = None,
-           direction: str = "minimize") -> PruneDecision:
+           direction: str = "minimize", noise_at: NoiseAt | None = None) -> PruneDecision:
     """Stop or go on, from the incumbent's finished curves and the candidate's partial one.
 
     Pure: the same inputs give the same answer, so the loop may call it after
     every new point. ``noise_groups`` (default: the incumbent's curves as one
-    group) are the groups of repeated curves the noise is pooled from.
+    group) are the groups of repeated curves the noise is pooled from;
+    ``noise_at`` may replace them with a (cached) function of the progress.
     """
     if not partial or not incumbent or not rule.active:
         return GO_ON
-    groups = [incumbent] if noise_groups is None else noise_groups
+    if noise_at is None:
+        noise_at = pooled_noise([incumbent] if noise_groups is None else noise_groups)
     sign = 1.0 if direction == "minimize" else -1.0
 
     def look(point: ProgressPoint, margin: float) -> tuple[bool, dict[str, Any]] | None:
-        b = band(incumbent, groups, point.progress, rule.z)
+        b = band(incumbent, noise_at, point.progress, rule.z)
         if b is None:
             return None
         gap = sign * (point.value - b.mean)  # positive: the candidate is worse
@@ -196,8 +212,10 @@ class Pruner:
                  limit: int = 64):
         self.rule, self.primary, self.direction, self.limit = rule, primary, direction, limit
         self._book: dict[str, dict[str, list[Curve]]] = {}  # metric -> commit -> curves
+        self._noise: dict[tuple[str, float], NoiseEstimate] = {}  # until the next observe
 
     def observe(self, commit: str, curves: Mapping[str, Curve]) -> None:
+        self._noise.clear()
         for name, curve in curves.items():
             if curve:
                 by_commit = self._book.setdefault(name, {})
@@ -217,10 +235,18 @@ class Pruner:
             return self.primary
         return names[0] if names else None
 
+    def noise(self, metric: str, p: float) -> NoiseEstimate:
+        """The pooled curve noise at progress ``p`` (cached: runs share progress marks)."""
+        key = (metric, p)
+        if key not in self._noise:
+            groups = [g for g in self._book.get(metric, {}).values() if len(g) >= 2]
+            self._noise[key] = pooled_noise(groups)(p)
+        return self._noise[key]
+
     def check(self, incumbent: str, metric: str, partial: Curve) -> PruneDecision:
-        groups = [g for g in self._book.get(metric, {}).values() if len(g) >= 2]
         direction = self.direction if metric == self.primary else "minimize"
-        return decide(self.rule, self.curves(incumbent, metric), partial, groups, direction)
+        return decide(self.rule, self.curves(incumbent, metric), partial, None, direction,
+                      lambda p: self.noise(metric, p))
 
     def watch(self, incumbent: str, log: Path) -> ProgressWatch:
         return ProgressWatch(self, incumbent, log)
