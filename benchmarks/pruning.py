@@ -189,7 +189,7 @@ def draw_effect(rng: np.random.Generator, harm: float) -> float:
 RULES: list[tuple[str, dict[str, Any]]] = [
     ("no pruning", {}),
     ("prune z3 m0.01 from 0.3", {"prune": True, "prune_z": 3.0}),
-    ("prune z2 m0.01 from 0.3", {"prune": True, "prune_z": 2.0}),
+    ("prune z2 m0.01 from 0.3 (defaults)", {"prune": True}),
     ("prune z2 m0 from 0.3", {"prune": True, "prune_z": 2.0, "prune_margin": 0.0}),
     ("prune z2 m0.01 from 0.2", {"prune": True, "prune_z": 2.0, "prune_min_progress": 0.2}),
     ("prune z2 m0.01 from 0.5", {"prune": True, "prune_z": 2.0, "prune_min_progress": 0.5}),
@@ -208,6 +208,8 @@ def main() -> None:
                     help="sd of the mid-run crossing term, in sigma")
     ap.add_argument("--harm", type=float, default=2.0,
                     help="mean harm of a harmful change, in sigma")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="run only the rules whose label contains one of these strings")
     args = ap.parse_args()
     t0 = time.perf_counter()
     world = World(cross=args.cross)
@@ -215,10 +217,12 @@ def main() -> None:
           f"sigma, jitter {world.jitter:g} sigma, harm -Exp({args.harm:g}) sigma, "
           f"{args.nights} nights of {args.budget:g} full runs of compute; noise-aware "
           "policy, pairing on.\n")
-    print(f"{'rule':<26} {'exp/compute':>11} {'stopped':>8} {'false stop':>10} "
+    print(f"{'rule':<34} {'exp/compute':>11} {'stopped':>8} {'false stop':>10} "
           f"{'keeps lost':>10} {'no-op keeps':>11} {'keeps':>6} {'true gain':>9}")
     base_rate = None
     for label, options in RULES:
+        if args.only and label != "no pruning" and not any(o in label for o in args.only):
+            continue
         rng = np.random.default_rng(args.seed)  # the same nights' draws for every rule
         nights = []
         for _ in range(args.nights):
@@ -233,7 +237,7 @@ def main() -> None:
         keeps = sum(n.keeps for n in nights)
         noops = sum(n.noops for n in nights)
         gain = statistics.fmean((1.0 - n.inc[1]) / world.sigma for n in nights)
-        print(f"{label:<26} {rate / base_rate:>10.2f}x "
+        print(f"{label:<34} {rate / base_rate:>10.2f}x "
               f"{stopped / sum(n.experiments for n in nights):>8.1%} "
               f"{(false / stopped if stopped else 0.0):>10.1%} "
               f"{(false / (keeps + false) if keeps + false else 0.0):>10.1%} "

@@ -128,7 +128,7 @@ def test_prune_options_are_validated_by_every_policy(policy):
                           "prune_margin": 0.02, "screen": 0.25}))
     pruner = p.pruner()
     assert pruner is not None
-    assert pruner.rule == PruneRule(True, 0.5, 0.02, 3.0, 0.25)
+    assert pruner.rule == PruneRule(True, 0.5, 0.02, 2.0, 0.25)
     for bad, key in [({"prune": 1}, "decision.prune"),
                      ({"prune_min_progress": 1.5}, "decision.prune_min_progress"),
                      ({"prune_margin": -0.1}, "decision.prune_margin"),

@@ -28,7 +28,13 @@ Direction: the primary metric's, when the curve is the primary metric's; any
 other curve (``train_loss``) is taken as lower-is-better.
 
 A stopped run has no final metric: the loop records it as ``pruned``, a discard.
-The defaults come from ``benchmarks/pruning.py``.
+
+The defaults (``prune_z`` 2, ``prune_margin`` 0.01, ``prune_min_progress`` 0.3)
+come from ``benchmarks/pruning.py``: in its simulation they stop 17-29% of
+candidates with at most 1.2% of the stopped runs ones the full protocol would
+have kept, even when curves cross by 5 sigma mid-run. Screening is off by
+default: at ``screen = 0.25`` with that band, heavily crossing curves give 2.7%
+false stops.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ PRUNE_OPTIONS: dict[str, Option] = {
                                  "it can be pruned", between(0.0, 1.0)),
     "prune_margin": Option(float, 0.01, "relative margin beyond the noise band before a "
                            "prune, e.g. 0.01 = 1% of the incumbent's value", nonneg),
-    "prune_z": Option(float, 3.0, "noise band of pruning and screening, in standard "
+    "prune_z": Option(float, 2.0, "noise band of pruning and screening, in standard "
                       "errors", above(0)),
     "screen": Option(float, 0.0, "fraction of the budget at which a run must be within "
                      "noise of the incumbent's curve to go on (0: no screen)",
@@ -67,7 +73,7 @@ class PruneRule:
     prune: bool = False
     min_progress: float = 0.3
     margin: float = 0.01
-    z: float = 3.0
+    z: float = 2.0
     screen: float = 0.0
     patience: int = PATIENCE
 
@@ -76,7 +82,7 @@ class PruneRule:
         d = {k: options[k] for k in PRUNE_OPTIONS if k in options}
         return cls(prune=bool(d.get("prune", False)),
                    min_progress=float(d.get("prune_min_progress", 0.3)),
-                   margin=float(d.get("prune_margin", 0.01)), z=float(d.get("prune_z", 3.0)),
+                   margin=float(d.get("prune_margin", 0.01)), z=float(d.get("prune_z", 2.0)),
                    screen=float(d.get("screen", 0.0)))
 
     @property
