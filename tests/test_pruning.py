@@ -68,7 +68,7 @@ def test_one_spike_does_not_prune_but_two_losing_points_do():
 def test_the_margin_is_relative_to_the_incumbents_value():
     # 0.25 worse is beyond the noise band plus 1%, but inside noise plus 10% (~0.3 more).
     assert decide(PRUNE, INCUMBENT, loss(0.25)).stop
-    assert decide(PruneRule(prune=True, margin=0.10), INCUMBENT, loss(0.25)) == GO_ON
+    assert decide(PruneRule(prune=True, margin=0.10, z=3.0), INCUMBENT, loss(0.25)) == GO_ON
 
 
 def test_maximize_curves_are_worse_when_lower():
