@@ -52,6 +52,8 @@ from autoresearch.decisions.options import Option, above, between, nonneg
 from autoresearch.metrics import Curve, ProgressPoint, parse_progress, progress_point
 
 PATIENCE = 2  # consecutive losing points before a prune
+READ_LIMIT = 4 * 2**20  # bytes of a running log read per should_stop call
+LINE_LIMIT = 4096
 
 PRUNE_OPTIONS: dict[str, Option] = {
     "prune": Option(bool, False, "stop a run whose progress curve is worse than the "
@@ -276,13 +278,14 @@ class ProgressWatch:
         try:
             with open(self.log, "rb") as fh:
                 fh.seek(self._offset)
-                chunk = fh.read()
+                chunk = fh.read(READ_LIMIT)  # a run that floods its log is read in steps
         except OSError:
             return False
         if not chunk:
             return False
         self._offset += len(chunk)
-        *lines, self._rest = (self._rest + chunk).split(b"\n")
+        *lines, rest = (self._rest + chunk).split(b"\n")
+        self._rest = rest[-LINE_LIMIT:]  # a progress line is short; a huge one is not one
         new = False
         for raw in lines:
             found = progress_point(raw.decode("utf-8", errors="replace").split("\r")[-1])
