@@ -21,7 +21,8 @@ discard; otherwise ``judge`` and interleaved pairs. Every full run's curve is
 observed by the pruner. A run costs its progress plus a fixed overhead
 (start-up, and scoring unless pruned).
 
-Printed per rule: experiments per unit of compute relative to no pruning,
+Printed per rule: experiments per hour relative to no pruning (directly, from
+the compute each stopped run saved, and raw, against the no-pruning nights),
 share of candidates stopped, the false-stop rate (stopped runs that the full
 protocol, run on a copy of the policy, would have kept; goal <= 2%), the keeps
 lost, keeps of no-op changes (false keeps, goal <= 5%) and the true gain of a
@@ -113,6 +114,7 @@ class Night:
         for _ in range(self.policy.baseline_runs()):
             self.inc_samples.append(self.full_run(self.inc))
         self.experiments = self.stopped = self.false_stops = self.keeps = 0
+        self.saved = 0.0  # compute the stopped runs did not spend
         self.noop_keeps = self.noops = 0
         self.kept_effects: list[float] = []
 
@@ -154,6 +156,7 @@ class Night:
         if stop is not None:
             self.stopped += 1
             self.runner.cost += stop + START
+            self.saved += 1.0 + OVERHEAD - stop - START
             # Would the full protocol have kept it? Asked of copies, on a separate stream.
             shadow = copy.copy(self.policy)  # the noise pools copied, the pruner unused
             shadow.pool = copy.deepcopy(self.policy.pool)
@@ -217,7 +220,7 @@ def main() -> None:
           f"sigma, jitter {world.jitter:g} sigma, harm -Exp({args.harm:g}) sigma, "
           f"{args.nights} nights of {args.budget:g} full runs of compute; noise-aware "
           "policy, pairing on.\n")
-    print(f"{'rule':<34} {'exp/compute':>11} {'stopped':>8} {'false stop':>10} "
+    print(f"{'rule':<34} {'exp/hour':>8} {'raw':>6} {'stopped':>8} {'false stop':>10} "
           f"{'keeps lost':>10} {'no-op keeps':>11} {'keeps':>6} {'true gain':>9}")
     base_rate = None
     for label, options in RULES:
@@ -237,14 +240,18 @@ def main() -> None:
         keeps = sum(n.keeps for n in nights)
         noops = sum(n.noops for n in nights)
         gain = statistics.fmean((1.0 - n.inc[1]) / world.sigma for n in nights)
-        print(f"{label:<34} {rate / base_rate:>10.2f}x "
+        cost = sum(n.runner.cost for n in nights)
+        direct = (cost + sum(n.saved for n in nights)) / cost
+        print(f"{label:<34} {direct:>7.2f}x {rate / base_rate:>5.2f}x "
               f"{stopped / sum(n.experiments for n in nights):>8.1%} "
               f"{(false / stopped if stopped else 0.0):>10.1%} "
               f"{(false / (keeps + false) if keeps + false else 0.0):>10.1%} "
               f"{(sum(n.noop_keeps for n in nights) / noops if noops else 0.0):>11.1%} "
               f"{keeps / len(nights):>6.1f} {gain:>8.2f}s", flush=True)
-    print("  exp/compute: experiments per unit of compute, relative to no pruning (= "
-          "experiments per hour). false stop: stopped runs the full protocol would have kept;"
+    print("  exp/hour: experiments per unit of compute relative to the same nights without "
+          "stops (the compute the stopped runs saved, added back); raw: experiments per unit "
+          "of compute relative to the no-pruning row (noisier: nights differ). false stop: "
+          "stopped runs the full protocol would have kept;"
           " keeps lost: those as a share of all would-be keeps. no-op keeps: the false-keep "
           "rate among completed no-op candidates. true gain: sigma units per night.")
     print(f"\n({time.perf_counter() - t0:.1f} s)")
