@@ -1,23 +1,34 @@
 """How often does each decision policy keep noise, and how often does it find real gains?
 
 A synthetic task whose true metric the benchmark knows (minimize, base 1.0) is
-measured with Gaussian noise of a set sigma. The real policy classes from
-``autoresearch.decisions`` decide, driven by the same
-protocol the harness loop runs:
+measured with Gaussian noise of a set sigma, on a machine that is either
+*stable* or *drifting*: every run also carries a slowly wandering offset (an
+Ornstein-Uhlenbeck level with stationary sd ``--drift`` sigma and a correlation
+of ``--drift-runs`` runs: a shared machine whose load changes over tens of
+minutes). The real policy classes from ``autoresearch.decisions`` decide,
+driven by the same protocol the harness loop runs:
 
 1. run the baseline ``baseline_runs()`` times: those samples are the incumbent's;
-2. per proposal, run once and ``judge``; on ``rerun`` run the same commit again
-   (never past ``max_samples()``) and judge again;
+2. per proposal, run once and ``judge``; on ``rerun``:
+   - without pairing, run the same commit again (never past ``max_samples()``)
+     and judge again;
+   - with ``pairing()``, run interleaved pairs (``pair_order``) of incumbent and
+     candidate and ``judge_paired`` (never past ``max_pairs()``); a discard's
+     incumbent halves join the incumbent's series;
 3. on ``keep`` the candidate's samples become the incumbent's series;
 4. after every experiment, ``remeasure_incumbent(experiments_since_keep)`` and,
    when true, run the incumbent once more and append the sample.
+
+Shared seeds are not modelled (each run's noise is independent), so pairing's
+gain here is the drift it cancels, nothing more.
 
 Printed:
 
 - *Decisions*: a single candidate judged against a fresh incumbent. "cold" is
   the first experiment of a night (noise known only from the baseline);
   "warm" comes after 20 no-op experiments (the noise pool and the incumbent's
-  series have grown; strict's incumbent is by then a lucky draw). Rates: keeps
+  series have grown; strict's incumbent is by then a lucky draw; on a drifting
+  machine the baseline's measurements are by then stale). Rates: keeps
   of no-op changes (false keeps), keeps of true 1, 2 and 4 sigma improvements,
   and the runs each decision cost.
 - *Nights*: a stream of proposals under a fixed budget of runs, for a "rich"
@@ -25,19 +36,22 @@ Printed:
   done, runs per experiment, keeps, harmful-or-null keeps, the true gain reached
   and the gain the ledger claims, in sigma units, and the true metric reached.
 
-Usage: python benchmarks/decisions.py [--seed 0] [--trials 2000] [--nights 300]
+Usage: python benchmarks/decisions.py [--seed 0] [--trials 4000] [--nights 300] [--drift 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from autoresearch.decisions.paired import Pair, pair_order
 from autoresearch.decisions.policy import POLICIES, Candidate, Incumbent, Policy
 from autoresearch.task import MetricSpec
 
@@ -51,6 +65,13 @@ SEED_DIFF = """\
 +SEED = 137
 """
 
+# (label, policy, options): the configurations compared.
+CONFIGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("strict", "strict", {}),
+    ("noise-aware unpaired", "noise-aware", {"pairing": False}),
+    ("noise-aware paired", "noise-aware", {}),
+]
+
 
 @dataclass
 class Proposal:
@@ -59,12 +80,29 @@ class Proposal:
     lines_delta: int = 0
 
 
+class Machine:
+    """Run noise plus a slowly wandering level (Ornstein-Uhlenbeck), in metric units."""
+
+    def __init__(self, rng: np.random.Generator, sigma: float, drift: float, drift_runs: float):
+        self.rng, self.sigma = rng, sigma
+        self.rho = math.exp(-1.0 / drift_runs) if drift > 0 else 0.0
+        self.spread = drift * sigma
+        self.level = float(rng.normal(0.0, self.spread)) if drift > 0 else 0.0
+        self.runs = 0
+
+    def measure(self, true: float) -> float:
+        self.runs += 1
+        if self.spread > 0:
+            self.level = self.rho * self.level + math.sqrt(1 - self.rho ** 2) * float(
+                self.rng.normal(0.0, self.spread))
+        return true + self.level + float(self.rng.normal(0.0, self.sigma))
+
+
 class Sim:
     """One night of the loop for one policy: the harness protocol, with a known truth."""
 
-    def __init__(self, policy: Policy, rng: np.random.Generator, sigma: float):
-        self.policy, self.rng, self.sigma = policy, rng, sigma
-        self.runs = 0
+    def __init__(self, policy: Policy, machine: Machine):
+        self.policy, self.machine, self.sigma = policy, machine, machine.sigma
         self.experiments = 0
         self.since_keep = 0
         self.inc_true = BASE
@@ -72,21 +110,36 @@ class Sim:
         self.baseline_mean = statistics.fmean(self.inc_samples)
         self.kept_effects: list[float] = []
 
+    @property
+    def runs(self) -> int:
+        return self.machine.runs
+
     def measure(self, true: float) -> float:
-        self.runs += 1
-        return float(self.rng.normal(true, self.sigma))
+        return self.machine.measure(true)
 
     def experiment(self, p: Proposal) -> str:
         true_c = self.inc_true - p.effect * self.sigma
         samples = [self.measure(true_c)]
-        while True:
-            verdict = self.policy.judge(
-                Candidate(tuple(samples), {}, p.lines_delta, p.diff),
-                Incumbent(tuple(self.inc_samples), {}, {}))
-            if verdict.status != "rerun":
-                break
-            assert len(samples) < self.policy.max_samples(), "rerun past max_samples"
-            samples.append(self.measure(true_c))
+
+        def candidate() -> Candidate:
+            return Candidate(tuple(samples), {}, p.lines_delta, p.diff)
+
+        verdict = self.policy.judge(candidate(), Incumbent(tuple(self.inc_samples), {}, {}))
+        pairs: list[Pair] = []
+        while verdict.status == "rerun":
+            if self.policy.pairing():
+                assert len(pairs) < self.policy.max_pairs(), "pair past max_pairs"
+                got = {who: self.measure(true_c if who == "candidate" else self.inc_true)
+                       for who in pair_order(len(pairs))}
+                pairs.append(Pair(got["candidate"], got["incumbent"], seed=len(pairs)))
+                samples.append(got["candidate"])
+                verdict = self.policy.judge_paired(
+                    candidate(), Incumbent(tuple(self.inc_samples), {}, {}), pairs)
+            else:
+                assert len(samples) < self.policy.max_samples(), "rerun past max_samples"
+                samples.append(self.measure(true_c))
+                verdict = self.policy.judge(candidate(),
+                                            Incumbent(tuple(self.inc_samples), {}, {}))
         assert verdict.status in ("keep", "discard"), verdict
         self.experiments += 1
         if verdict.status == "keep":
@@ -94,21 +147,29 @@ class Sim:
             self.kept_effects.append(p.effect)
             self.since_keep = 0
         else:
+            self.inc_samples += [q.incumbent for q in pairs]
             self.since_keep += 1
         if self.policy.remeasure_incumbent(self.since_keep):
             self.inc_samples.append(self.measure(self.inc_true))
         return verdict.status
 
 
-def decision_rates(name: str, rng: np.random.Generator, sigma: float, trials: int,
-                   warmup: int) -> dict[str, float]:
+def make_sim(config: tuple[str, str, dict[str, Any]], rng: np.random.Generator, sigma: float,
+             drift: float, drift_runs: float) -> Sim:
+    _, name, options = config
+    return Sim(POLICIES[name](METRIC, options), Machine(rng, sigma, drift, drift_runs))
+
+
+def decision_rates(config: tuple[str, str, dict[str, Any]], rng: np.random.Generator,
+                   sigma: float, trials: int, warmup: int, drift: float = 0.0,
+                   drift_runs: float = 20.0) -> dict[str, float]:
     """Keep rate of one candidate per effect size, and the runs that decision cost."""
     out: dict[str, float] = {}
     runs: list[int] = []
     for effect in (0.0, 1.0, 2.0, 4.0):
         keeps = 0
         for _ in range(trials):
-            sim = Sim(POLICIES[name](METRIC, {}), rng, sigma)
+            sim = make_sim(config, rng, sigma, drift, drift_runs)
             for _ in range(warmup):
                 sim.experiment(Proposal(0.0))
             before = sim.runs
@@ -147,14 +208,14 @@ def proposal_stream(rng: np.random.Generator, mix: str) -> Callable[[], Proposal
     return draw
 
 
-def night(name: str, rng: np.random.Generator, sigma: float, budget: int,
-          mix: str) -> dict[str, float]:
-    sim = Sim(POLICIES[name](METRIC, {}), rng, sigma)
+def night(config: tuple[str, str, dict[str, Any]], rng: np.random.Generator, sigma: float,
+          budget: int, mix: str, drift: float, drift_runs: float) -> dict[str, float]:
+    sim = make_sim(config, rng, sigma, drift, drift_runs)
     draw = proposal_stream(rng, mix)
     while sim.runs < budget:
         sim.experiment(draw())
     claimed = (sim.baseline_mean - statistics.fmean(sim.inc_samples)) / sigma \
-        if name != "strict" else (sim.baseline_mean - sim.inc_samples[-1]) / sigma
+        if config[1] != "strict" else (sim.baseline_mean - sim.inc_samples[-1]) / sigma
     return {
         "experiments": sim.experiments, "runs": sim.runs,
         "keeps": len(sim.kept_effects),
@@ -172,50 +233,64 @@ def main() -> None:
     ap.add_argument("--nights", type=int, default=300)
     ap.add_argument("--budget", type=int, default=100, help="runs per night")
     ap.add_argument("--sigma", type=float, default=0.01, help="noise sigma of one run")
+    ap.add_argument("--drift", type=float, default=2.0,
+                    help="drifting machine: stationary sd of the level, in sigma")
+    ap.add_argument("--drift-runs", type=float, default=20.0,
+                    help="drifting machine: correlation time of the level, in runs")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    names = ["strict", "noise-aware"]
+    machines = [("stable", 0.0), ("drifting", args.drift)]
 
     print(f"Synthetic task: minimize, true baseline {BASE}, noise sigma {args.sigma}, "
-          f"seed {args.seed}.\n")
+          f"seed {args.seed}. Drifting machine: level sd {args.drift:g} sigma, correlation "
+          f"{args.drift_runs:g} runs.\n")
     print("Decisions: keep rate of one candidate with a true improvement of k sigma")
-    print(f"{'policy':<12} {'when':<5} {'trials':>6} {'false keep':>10} {'1 sigma':>8} "
-          f"{'2 sigma':>8} {'4 sigma':>8} {'runs/no-op':>10}")
-    for name in names:
-        for when, warmup, trials in (("cold", 0, args.trials), ("warm", 20, args.warm_trials)):
-            rng = np.random.default_rng([args.seed, len(name), warmup])
-            r = decision_rates(name, rng, args.sigma, trials, warmup)
-            print(f"{name:<12} {when:<5} {trials:>6} {r['0']:>10.1%} {r['1']:>8.1%} "
-                  f"{r['2']:>8.1%} {r['4']:>8.1%} {r['runs']:>10.2f}")
-
+    print(f"{'machine':<8} {'policy':<20} {'when':<5} {'trials':>6} {'false keep':>10} "
+          f"{'1 sigma':>8} {'2 sigma':>8} {'4 sigma':>8} {'runs/no-op':>10}")
+    two: dict[tuple[str, str, str], float] = {}
+    for machine, drift in machines:
+        for i, config in enumerate(CONFIGS):
+            for when, warmup, trials in (("cold", 0, args.trials),
+                                         ("warm", 20, args.warm_trials)):
+                rng = np.random.default_rng([args.seed, i, warmup, int(drift * 100)])
+                r = decision_rates(config, rng, args.sigma, trials, warmup, drift,
+                                   args.drift_runs)
+                two[(machine, config[0], when)] = r["2"]
+                print(f"{machine:<8} {config[0]:<20} {when:<5} {trials:>6} {r['0']:>10.1%} "
+                      f"{r['1']:>8.1%} {r['2']:>8.1%} {r['4']:>8.1%} {r['runs']:>10.2f}")
     print("  standard error of a rate near 5%: "
           f"±{100 * (0.05 * 0.95 / args.trials) ** 0.5:.1f} points cold, "
           f"±{100 * (0.05 * 0.95 / args.warm_trials) ** 0.5:.1f} warm")
+    for machine, _ in machines:
+        ratios = ", ".join(
+            f"{when} {two[(machine, 'noise-aware paired', when)]:.0%} vs "
+            f"{two[(machine, 'noise-aware unpaired', when)]:.0%}" for when in ("cold", "warm"))
+        print(f"  2 sigma detection, paired vs unpaired, {machine}: {ratios}")
+
     print(f"\nNights: {args.nights} nights of {args.budget} runs each (means per night)")
-    print(f"{'mix':<5} {'policy':<12} {'experiments':>11} {'runs/exp':>8} {'keeps':>6} "
-          f"{'bad keeps':>9} {'true gain':>9} {'claimed':>8} {'true metric':>11}")
-    ratios = []
-    for mix in MIXES:
-        per_exp: dict[str, float] = {}
-        for name in names:
-            rng = np.random.default_rng([args.seed, len(name), len(mix), 99])
-            rows = [night(name, rng, args.sigma, args.budget, mix) for _ in range(args.nights)]
+    print(f"{'machine':<8} {'mix':<5} {'policy':<20} {'experiments':>11} {'runs/exp':>8} "
+          f"{'keeps':>6} {'bad keeps':>9} {'true gain':>9} {'claimed':>8} {'true metric':>11}")
+    for machine, drift in machines:
+        for mix in MIXES:
+            for i, config in enumerate(CONFIGS):
+                rng = np.random.default_rng([args.seed, i, len(mix), 99, int(drift * 100)])
+                rows = [night(config, rng, args.sigma, args.budget, mix, drift,
+                              args.drift_runs) for _ in range(args.nights)]
 
-            def mean(key: str, rows: list[dict[str, float]] = rows) -> float:
-                return statistics.fmean(r[key] for r in rows)
+                def mean(key: str, rows: list[dict[str, float]] = rows) -> float:
+                    return statistics.fmean(r[key] for r in rows)
 
-            per_exp[name] = mean("runs") / mean("experiments")
-            print(f"{mix:<5} {name:<12} {mean('experiments'):>11.1f} {per_exp[name]:>8.2f} "
-                  f"{mean('keeps'):>6.1f} {mean('bad_keeps'):>9.1f} {mean('true_gain'):>8.2f}s "
-                  f"{mean('claimed_gain'):>7.2f}s {mean('true_metric'):>11.4f}")
-        ratios.append(f"{mix} {per_exp['noise-aware'] / per_exp['strict']:.2f}x")
+                per_exp = mean("runs") / mean("experiments")
+                print(f"{machine:<8} {mix:<5} {config[0]:<20} {mean('experiments'):>11.1f} "
+                      f"{per_exp:>8.2f} {mean('keeps'):>6.1f} {mean('bad_keeps'):>9.1f} "
+                      f"{mean('true_gain'):>8.2f}s {mean('claimed_gain'):>7.2f}s "
+                      f"{mean('true_metric'):>11.4f}")
     print("  rich: 45% harmful (effect -Exp(2 sigma)), 30% no-op, 5% seed-only, "
           "20% helpful (0.5/1/2/4 sigma)")
     print("  hard: 60% harmful (effect -Exp(1 sigma)), 30% no-op, 5% seed-only, "
           "5% helpful (1/2/4 sigma)")
     print("  bad keeps: kept with true effect <= 0. Gains in sigma units (s); claimed: the "
           "baseline minus the incumbent as the ledger measured them.")
-    print(f"  runs per experiment, noise-aware / strict: {', '.join(ratios)}")
     print(f"\n({time.perf_counter() - t0:.1f} s)")
 
 

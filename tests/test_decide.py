@@ -106,6 +106,29 @@ def test_strict_applies_configured_guardrails():
     assert bad.evidence["rule"] == "guardrail"
 
 
+def test_strict_never_reports_a_one_run_gain_without_the_noise():
+    # No noise estimate: the rule is unchanged and the reason says the noise is unknown.
+    p = StrictPolicy(MIN)
+    v = p.judge(cand(0.99), inc((1.0,)))
+    assert v.status == "keep" and "by 0.01" in v.reason and "noise not measured" in v.reason
+    assert v.evidence["sigma"] is None and v.evidence["within_noise"] is None
+    # With repeated baseline runs (sigma ~0.0074, SE of one run vs one ~0.0105) a comment-
+    # only change that happens to run 0.5% faster is kept, but labelled within noise.
+    p = StrictPolicy(MIN, {"baseline_runs": 5})
+    assert p.baseline_runs() == 5
+    sens = p.sensitivity(inc(BASE))
+    assert sens is not None and sens.sigma is not None and sens.mde is None
+    assert "single-run deltas within sigma are chance" in sens.line()
+    lucky = p.judge(cand(0.99), inc(BASE))
+    assert lucky.status == "keep" and "within noise" in lucky.reason
+    assert lucky.evidence["within_noise"] is True and lucky.evidence["se"] > 0.01
+    real = p.judge(cand(0.95), inc(BASE))
+    assert real.status == "keep" and "beyond 1 SE" in real.reason
+    assert real.evidence["within_noise"] is False
+    lost = p.judge(cand(1.0), inc(BASE))
+    assert lost.status == "discard" and "sigma" in lost.reason
+
+
 # --- noise-aware: the protocol --------------------------------------------------------------
 
 def run_protocol(policy, incumbent: Incumbent, samples: list[float], **kw):

@@ -38,3 +38,37 @@ def test_secondaries_are_returned_with_primary() -> None:
     r = read_metric(KARPATHY, "val_bpb")
     assert r.value == 0.9979 and r.problem is None
     assert r.metrics["peak_vram_mb"] == 45060.2
+
+
+# --- intermediate values: METRIC name=value progress=F -----------------------------------
+
+CURVE_LOG = """step 00001 | loss: 9.0
+METRIC train_loss=6.5 progress=0.05
+METRIC train_loss=5.25 progress=0.1
+METRIC val_bpb=1.40 progress=0.5
+METRIC train_loss=nan progress=0.15
+METRIC train_loss=4.0 progress=1.5
+METRIC train_loss=4.0 progress=soon
+METRIC train_loss=4.1 progress=1.0
+---
+val_bpb:          1.100000
+"""
+
+
+def test_progress_lines_are_a_curve_not_the_final_metric() -> None:
+    from autoresearch.metrics import ProgressPoint, parse_progress
+    curves = parse_progress(CURVE_LOG)
+    assert curves["train_loss"] == (ProgressPoint(0.05, 6.5), ProgressPoint(0.1, 5.25),
+                                    ProgressPoint(1.0, 4.1))  # nan, 1.5 and "soon" ignored
+    assert curves["val_bpb"] == (ProgressPoint(0.5, 1.4),)
+    # The final metric ignores every progress line, even one of the primary metric
+    # printed after the summary would have been read.
+    assert parse_metrics(CURVE_LOG) == {"val_bpb": 1.1}
+    assert read_metric(CURVE_LOG, "val_bpb").value == 1.1
+
+
+def test_a_progress_line_alone_is_no_final_metric() -> None:
+    r = read_metric("METRIC val_bpb=0.9 progress=1.0\n", "val_bpb")
+    assert r.value is None and r.problem == "metric 'val_bpb' not found in the output"
+    assert read_metric("METRIC val_bpb=0.9 progress=1.0\nMETRIC val_bpb=1.2\n",
+                       "val_bpb").value == 1.2

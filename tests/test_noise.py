@@ -72,3 +72,50 @@ def test_series_mean_is_used():
     p = NoiseAwarePolicy(MetricSpec("loss", "minimize"))
     v = p.judge(Candidate((0.9, 0.92), {}), Incumbent((1.0, 0.8, 1.2, 1.0, 1.0), {}, {}))
     assert v.evidence["incumbent_mean"] == pytest.approx(statistics.fmean([1.0, 0.8, 1.2, 1, 1]))
+
+
+# --- minimum detectable effect --------------------------------------------------------------
+
+def test_mde_formula_and_its_two_spellings():
+    from autoresearch.decisions.noise import mde, paired_mde
+    # One-sided 5% test, 80% power, one run against one: (1.645 + 0.842) * sqrt(2) sigma.
+    assert mde(1.0, 1, 1, z=1.6449) == pytest.approx(3.517, rel=0.001)
+    assert mde(2.0, 6, 5, confidence=0.95) == pytest.approx(
+        2 * (1.6449 + 0.8416) * (1 / 6 + 1 / 5) ** 0.5, rel=0.001)
+    assert mde(1.0, 4, 4, z=1.8, power=0.9) > mde(1.0, 4, 4, z=1.8)
+    assert paired_mde(2 ** 0.5, 1, z=1.6449) == pytest.approx(mde(1.0, 1, 1, z=1.6449))
+    with pytest.raises(ValueError, match="exactly one"):
+        mde(1.0, 1, 1)
+    with pytest.raises(ValueError, match="exactly one"):
+        mde(1.0, 1, 1, z=1.0, confidence=0.9)
+    with pytest.raises(ValueError, match="power"):
+        mde(1.0, 1, 1, z=1.0, power=1.0)
+
+
+def test_sensitivity_after_the_baseline_is_printable_and_stored():
+    base = Incumbent((1.00, 1.01, 0.99, 1.005, 0.995), {}, {})
+    plain = NoiseAwarePolicy(MetricSpec("loss", "minimize"), {"pairing": False})
+    s = plain.sensitivity(base)
+    assert s.sigma is not None and s.mde is not None and s.mde > 2 * s.sigma
+    assert (s.n_candidate, s.n_incumbent, s.paired) == (6, 5, False)
+    line = s.line("loss")
+    assert line.startswith(f"sigma = {s.sigma:.4g} loss (")
+    assert "smallest detectable gain = " in line and "80% power, 6 runs vs 5" in line
+    js = s.to_json()
+    assert js["mde"] == s.mde and js["mde_relative"] == pytest.approx(s.mde / 1.0)
+    paired = NoiseAwarePolicy(MetricSpec("loss", "minimize")).sensitivity(base)
+    assert paired.paired and "up to 5 interleaved pairs" in paired.line()
+    floor = NoiseAwarePolicy(MetricSpec("loss", "minimize"), {"min_delta": 1.0})
+    assert floor.sensitivity(base).mde == 1.0  # min_delta is the bar when it is higher
+    unknown = NoiseAwarePolicy(MetricSpec("loss", "minimize"), {"baseline_runs": 1})
+    u = unknown.sensitivity(Incumbent((1.0,), {}, {}))
+    assert u.sigma is None and u.mde is None and "unknown" in u.line()
+
+
+def test_a_gain_of_the_reported_mde_is_found_about_80_percent_of_the_time():
+    base = Incumbent(tuple(1.0 + 0.01 * z for z in (0.0, 1.2, -1.2, 0.5, -0.5)), {}, {})
+    s = NoiseAwarePolicy(MetricSpec("loss", "minimize"), {"pairing": False}).sensitivity(base)
+    assert s.sigma == pytest.approx(0.01, rel=0.3) and s.mde is not None
+    rate = simulate(s.mde / 0.01, 400, seed=3)
+    # An approximation (the screening run and early looks are ignored): 80% +- 15 points.
+    assert 0.65 <= rate <= 0.95, (rate, s.mde)

@@ -196,3 +196,24 @@ def test_fa3_matches_sdpa(monkeypatch, cache) -> None:
     x = torch.randint(0, 64, (2, 64), device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert (fa3_model(x) - sdpa_model(x)).abs().max() < 0.1
+
+
+def test_training_prints_its_loss_curve_for_early_stopping(tmp_path, cache) -> None:
+    from autoresearch.metrics import parse_metrics, parse_progress
+    repo = copy_template(tmp_path / "repo", **TINY)
+    budget = 6.0
+    result = run_train(repo, cache, budget=budget)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    curve = parse_progress(result.stdout)["train_loss"]
+    marks = [math.floor(pt.progress / 0.025 + 1e-9) for pt in curve]
+    assert marks == sorted(set(marks)) and len(curve) >= 5  # one line per 2.5% mark crossed
+    assert curve[-1].progress == 1.0
+    summary = parse_summary(result.stdout)
+    # At least every 5% of the budget, unless one step alone took longer (slow machine).
+    step = float(summary["training_seconds"]) / int(summary["num_steps"]) / budget
+    gaps = [b.progress - a.progress for a, b in zip(curve, curve[1:])]
+    assert max(gaps) <= 0.05 + 2 * step, (gaps, step)
+    assert all(math.isfinite(pt.value) for pt in curve) and curve[-1].value < curve[0].value
+    # The curve never stands in for the final metric.
+    found = parse_metrics(result.stdout)
+    assert "train_loss" not in found and found["val_bpb"] == float(summary["val_bpb"])

@@ -48,25 +48,56 @@ Per judged sample:
 
 The defaults (5 baseline runs, z 1.8, up to 6 runs, screen 0.25) are the
 cheapest found by ``benchmarks/decisions.py`` that keep at most 5% of no-op
-changes and at least 80% of true 2-sigma improvements.
+changes and at least 80% of true 2-sigma improvements on a stable machine.
+
+**Pairing** (``pairing = true``, the default): the first run is screened as
+above, but against the incumbent's latest ``baseline_runs`` runs (the machine as
+it is now); the confirmation is then interleaved pairs with the incumbent (see
+``paired``), judged by ``judge_paired`` on the paired differences with the same
+ladder: ``effect`` is their mean, ``se = sigma_d / sqrt(pairs)`` with ``sigma_d``
+pooled over all candidates' difference series and combined with the prior
+``sqrt(2) sigma``, the same Student-t widening, and O'Brien-Fleming looks up to
+``max_pairs`` (5). ``confirm_runs`` is then the pairs needed before a keep (at
+least one). Why on by default (``benchmarks/decisions.py``): on a machine whose
+speed drifts, unpaired confirmation keeps about 12% of no-op changes and pairs
+about 1%; on a stable machine pairs cost about a fifth of a night's gain.
+
+**Sensitivity.** ``sensitivity(incumbent)`` reports sigma and the smallest gain
+kept with 80% power at the final look (``noise.mde``), which the loop prints
+after the baseline.
 
 ``confidence`` in the evidence is ``Phi(effect / se)``: under the Gaussian noise
 model, the probability that the candidate is truly better than the incumbent.
 
 Options (``[decision]``; defaults in ``NoiseAwarePolicy.OPTIONS``): baseline_runs,
 z, min_delta, confirm_runs, max_samples, screen_z, remeasure_every, noise_floor,
-guardrails, simplicity_lines, simplicity_gain, simplicity_z, discard_seed_only.
+guardrails, simplicity_lines, simplicity_gain, simplicity_z, discard_seed_only,
+pairing, max_pairs, and the early-stopping keys of ``pruning``.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from itertools import combinations
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from autoresearch.decisions.noise import (  # noqa: F401  (re-exported: older imports)
+    NORMAL,
+    PAIR_SCALE,
+    SHAMOS_EFFICIENCY,
+    NoiseEstimate,
+    NoisePool,
+    Sensitivity,
+    confidence,
+    critical_z,
+    in_se,
+    mde,
+    paired_mde,
+    pairwise_sigma,
+    t_quantile,
+)
+from autoresearch.decisions.paired import Pair, PairedNoise, paired_stats
 from autoresearch.decisions.policy import (
     GUARDRAILS_OPTION,
     Candidate,
@@ -78,67 +109,16 @@ from autoresearch.decisions.policy import (
     at_least,
     register_policy,
 )
+from autoresearch.decisions.pruning import PRUNE_OPTIONS
 from autoresearch.decisions.simplicity import is_seed_only
 from autoresearch.task import ConfigError, MetricSpec
-
-# |x_i - x_j| of two N(mu, sigma^2) draws has median 0.6745 * sqrt(2) * sigma.
-PAIR_SCALE = 1.4826 / math.sqrt(2.0)
-_NORMAL = statistics.NormalDist()
-# Gaussian efficiency of the pairwise-median estimator relative to the standard
-# deviation: it behaves like a standard deviation with this fraction of the dof.
-SHAMOS_EFFICIENCY = 0.86
-
-
-
-def pairwise_sigma(series: Iterable[Sequence[float]]) -> tuple[float | None, int]:
-    """Robust pooled noise sigma from within-series pairs, and the number of pairs used."""
-    diffs = [abs(a - b) for s in series for a, b in combinations(s, 2)]
-    if not diffs:
-        return None, 0
-    return statistics.median(diffs) * PAIR_SCALE, len(diffs)
-
-
-@dataclass(frozen=True)
-class NoiseEstimate:
-    sigma: float | None  # None: unknown (no repeated runs and no floor)
-    pairs: int  # within-series pairs behind the estimate
-    series: int  # series with at least two runs
-    dof: int  # degrees of freedom: runs minus series
-    source: str  # "pooled" | "floor" | "unknown"
-
-
-class NoisePool:
-    """Series of repeated runs seen so far, each kept once at its longest."""
-
-    def __init__(self, limit: int = 256):
-        self.limit = limit
-        self._series: list[tuple[float, ...]] = []
-
-    def observe(self, samples: Sequence[float]) -> None:
-        new = tuple(float(x) for x in samples)
-        if len(new) < 2:
-            return
-        for i, old in enumerate(self._series):
-            if new[:len(old)] == old:  # the same commit, measured more: extend it
-                self._series[i] = new
-                return
-            if old[:len(new)] == new:  # already known, at greater length
-                return
-        self._series.append(new)
-        del self._series[:-self.limit]  # oldest go first; the noise is a property of the task
-
-    def estimate(self, floor: float = 0.0) -> NoiseEstimate:
-        sigma, pairs = pairwise_sigma(self._series)
-        if sigma is None:
-            return NoiseEstimate(floor if floor > 0 else None, 0, 0, 0,
-                                 "floor" if floor > 0 else "unknown")
-        dof = sum(len(s) - 1 for s in self._series)
-        source = "floor" if floor > sigma else "pooled"
-        return NoiseEstimate(max(sigma, floor), pairs, len(self._series), dof, source)
 
 
 def _nonneg(v: Any) -> str | None:
     return None if v >= 0 else "must not be negative"
+
+
+VerdictFn = Callable[[str, str, str], Verdict]
 
 
 @register_policy
@@ -153,9 +133,10 @@ class NoiseAwarePolicy(Policy):
                     "means", above(0)),
         "min_delta": Option(float, 0.0, "smallest improvement worth keeping, in metric "
                             "units", _nonneg),
-        "confirm_runs": Option(int, 1, "reruns a candidate needs before it can be kept",
-                               at_least(0)),
-        "max_samples": Option(int, 6, "most runs of one candidate", at_least(1)),
+        "confirm_runs": Option(int, 1, "reruns (with pairing: pairs) a candidate needs "
+                               "before it can be kept", at_least(0)),
+        "max_samples": Option(int, 6, "most runs of one candidate (without pairing)",
+                              at_least(1)),
         "screen_z": Option(float, 0.25, "a candidate is rerun only while its effect exceeds "
                            "this many standard errors"),
         "remeasure_every": Option(int, 5, "re-run the incumbent every N experiments without a "
@@ -170,6 +151,11 @@ class NoiseAwarePolicy(Policy):
         "simplicity_z": Option(float, 1.0, "a change that removes code is kept when no worse "
                                "than this many standard errors", _nonneg),
         "discard_seed_only": Option(bool, True, "discard a diff that only changes seeds"),
+        "pairing": Option(bool, True, "confirm a candidate by interleaved pairs with the "
+                          "incumbent (shared seeds), so machine drift cancels"),
+        "max_pairs": Option(int, 5, "most confirmation pairs of one candidate (each pair is "
+                            "two runs)", at_least(1)),
+        **PRUNE_OPTIONS,
     }
 
     def __init__(self, metric: MetricSpec, options: Mapping[str, Any] | None = None):
@@ -178,11 +164,15 @@ class NoiseAwarePolicy(Policy):
         if o["max_samples"] < 1 + o["confirm_runs"]:
             raise ConfigError(f"decision.max_samples: must be at least 1 + confirm_runs = "
                               f"{1 + o['confirm_runs']}, got {o['max_samples']}.")
+        if o["pairing"] and o["max_pairs"] < o["confirm_runs"]:
+            raise ConfigError(f"decision.max_pairs: must be at least confirm_runs = "
+                              f"{o['confirm_runs']}, got {o['max_pairs']}.")
         if o["baseline_runs"] < 2 and o["max_samples"] < 2 and o["noise_floor"] <= 0:
             raise ConfigError("decision.baseline_runs: with one baseline run, max_samples 1 and "
                               "no noise_floor the noise can never be measured. Use "
                               "baseline_runs >= 2, or set noise_floor, or use policy = 'strict'.")
         self.pool = NoisePool()
+        self.paired_noise = PairedNoise()
 
     def baseline_runs(self) -> int:
         return int(self.options["baseline_runs"])
@@ -190,83 +180,163 @@ class NoiseAwarePolicy(Policy):
     def max_samples(self) -> int:
         return int(self.options["max_samples"])
 
+    def pairing(self) -> bool:
+        return bool(self.options["pairing"])
+
+    def max_pairs(self) -> int:
+        return int(self.options["max_pairs"]) if self.pairing() else 0
+
     def remeasure_incumbent(self, experiments_since_keep: int) -> bool:
         every = int(self.options["remeasure_every"])
         return every > 0 and experiments_since_keep > 0 and experiments_since_keep % every == 0
 
     def critical_z(self, noise: NoiseEstimate) -> float:
-        """``z`` widened to a Student-t quantile for the noise estimate's degrees of freedom.
-
-        A sigma from a handful of runs is often too small by chance, and then a
-        plain ``z`` keeps noise. A floor-given sigma is taken as known.
-        """
-        z = float(self.options["z"])
-        if noise.source != "pooled" or noise.dof <= 0:
-            return z
-        return t_quantile(_NORMAL.cdf(z), SHAMOS_EFFICIENCY * noise.dof)
+        """``z`` widened to a Student-t quantile for the noise estimate's degrees of freedom."""
+        return critical_z(float(self.options["z"]), noise)
 
     def observe(self, samples: Sequence[float]) -> None:
         """Add a series of repeated runs of one commit to the noise pool (e.g. on resume)."""
         self.pool.observe(samples)
+
+    def sensitivity(self, incumbent: Incumbent) -> Sensitivity:
+        """Sigma and the smallest gain a fully confirmed candidate clears with 80% power."""
+        o = self.options
+        self.pool.observe(incumbent.samples)
+        noise = self.pool.estimate(o["noise_floor"])
+        reference = statistics.fmean(incumbent.samples)
+        if self.pairing():
+            diff_noise = self.paired_noise.estimate(noise)
+            zc = self.critical_z(diff_noise)
+            found = None if diff_noise.sigma is None else \
+                paired_mde(diff_noise.sigma, o["max_pairs"], z=zc)
+            n_c, n_i = o["max_pairs"], 0
+        else:
+            zc = self.critical_z(noise)
+            n_c, n_i = o["max_samples"], len(incumbent.samples)
+            found = None if noise.sigma is None else mde(noise.sigma, n_c, n_i, z=zc)
+        if found is not None:
+            found = max(found, o["min_delta"])
+        return Sensitivity(noise.sigma, noise.source, noise.pairs, found, reference,
+                           NORMAL.cdf(zc), 0.8, n_c, n_i, self.pairing())
 
     def prescreen(self, diff: str) -> Verdict | None:
         if self.options["discard_seed_only"] and is_seed_only(diff):
             return Verdict("discard", _SEED_REASON, {"policy": self.name, "rule": "seed-only"})
         return None
 
+    def _rules(self, candidate: Candidate, incumbent: Incumbent,
+               verdict: VerdictFn) -> Verdict | None:
+        if self.options["discard_seed_only"] and is_seed_only(candidate.diff):
+            return verdict("discard", "seed-only", _SEED_REASON)
+        broken = self.broken_guardrails(candidate, incumbent)
+        if broken:
+            return verdict("discard", "guardrail", "; ".join(broken))
+        return None
+
+    def _evidence(self, candidate: Candidate, incumbent: Incumbent) -> dict[str, Any]:
+        ev: dict[str, Any] = {"policy": self.name, "samples": list(candidate.samples),
+                              "incumbent_samples": list(incumbent.samples),
+                              "lines_delta": candidate.lines_delta}
+        if self.guardrails:
+            ev["guardrails"] = [g.to_json(candidate.metrics, incumbent.baseline_metrics)
+                                for g in self.guardrails]
+        return ev
+
     def judge(self, candidate: Candidate, incumbent: Incumbent) -> Verdict:
         o = self.options
         self.pool.observe(incumbent.samples)
         self.pool.observe(candidate.samples)
         noise = self.pool.estimate(o["noise_floor"])
-        n_c, n_i = len(candidate.samples), len(incumbent.samples)
-        mean_c, mean_i = statistics.fmean(candidate.samples), statistics.fmean(incumbent.samples)
+        inc_samples = incumbent.samples
+        if self.pairing() and len(candidate.samples) == 1:
+            # The screen before pairs: against the incumbent's latest runs, the machine as
+            # it is now, so drift since the baseline does not decide who gets confirmed.
+            inc_samples = inc_samples[-int(o["baseline_runs"]):]
+        n_c, n_i = len(candidate.samples), len(inc_samples)
+        mean_c, mean_i = statistics.fmean(candidate.samples), statistics.fmean(inc_samples)
         effect = self.improvement(mean_i, mean_c)
         se = None if noise.sigma is None else noise.sigma * math.sqrt(1 / n_c + 1 / n_i)
         z_eff = self.critical_z(noise)
         if n_c < o["max_samples"]:  # an early look: O'Brien-Fleming-style higher bar
             z_eff *= math.sqrt(o["max_samples"] / max(n_c, 1 + o["confirm_runs"]))
         threshold = None if se is None else max(z_eff * se, o["min_delta"])
-        ev: dict[str, Any] = {
-            "policy": self.name,
-            "samples": list(candidate.samples), "incumbent_samples": list(incumbent.samples),
-            "candidate_mean": mean_c, "incumbent_mean": mean_i, "effect": effect,
-            "sigma": noise.sigma, "sigma_source": noise.source, "noise_pairs": noise.pairs,
-            "se": se, "z": z_eff, "threshold": threshold, "confidence": _confidence(effect, se),
-            "lines_delta": candidate.lines_delta,
-        }
-        if self.guardrails:
-            ev["guardrails"] = [g.to_json(candidate.metrics, incumbent.baseline_metrics)
-                                for g in self.guardrails]
+        ev = {**self._evidence(candidate, incumbent),
+              "candidate_mean": mean_c, "incumbent_mean": mean_i, "effect": effect,
+              "sigma": noise.sigma, "sigma_source": noise.source, "noise_pairs": noise.pairs,
+              "se": se, "z": z_eff, "threshold": threshold,
+              "confidence": confidence(effect, se)}
 
         def verdict(status: str, rule: str, reason: str) -> Verdict:
             return Verdict(status, reason, {**ev, "rule": rule})
 
-        if o["discard_seed_only"] and is_seed_only(candidate.diff):
-            return verdict("discard", "seed-only", _SEED_REASON)
-        broken = self.broken_guardrails(candidate, incumbent)
-        if broken:
-            return verdict("discard", "guardrail", "; ".join(broken))
-
+        early = self._rules(candidate, incumbent, verdict)
+        if early is not None:
+            return early
         more = n_c < o["max_samples"]
         if se is None or threshold is None:  # no repeated run yet: measure the noise first
             if more and effect > 0:
                 return verdict("rerun", "measure-noise", f"looks better by {effect:.6g} but the "
                                "noise is unknown; rerunning to measure it")
             return verdict("discard", "no-evidence", f"effect {effect:+.6g} with unknown noise")
-
-        stats = (f"effect {effect:+.6g}, {_in_se(effect, se)} (sigma {noise.sigma:.3g} from "
+        stats = (f"effect {effect:+.6g}, {in_se(effect, se)} (sigma {noise.sigma:.3g} from "
                  f"{noise.pairs} pairs), {n_c} run(s) vs incumbent mean of {n_i}, "
-                 f"confidence {_confidence(effect, se):.0%}")
+                 f"confidence {confidence(effect, se):.0%}")
+        return self._ladder(verdict, candidate, effect, se, threshold,
+                            n_c < 1 + o["confirm_runs"], more, stats)
+
+    def judge_paired(self, candidate: Candidate, incumbent: Incumbent,
+                     pairs: Sequence[Pair]) -> Verdict:
+        """Judge from interleaved pairs: the mean paired difference against its noise."""
+        o = self.options
+        if not pairs:
+            raise ValueError("judge_paired needs at least one pair; call judge first")
+        self.pool.observe(incumbent.samples)
+        self.pool.observe(candidate.samples)
+        st = paired_stats(pairs, self.improvement, self.paired_noise,
+                          self.pool.estimate(o["noise_floor"]))
+        need, most = max(1, o["confirm_runs"]), o["max_pairs"]
+        z_eff = self.critical_z(st.noise)
+        if st.n < most:  # an early look, as for unpaired reruns
+            z_eff *= math.sqrt(most / max(st.n, need))
+        threshold = None if st.se is None else max(z_eff * st.se, o["min_delta"])
+        ev = {**self._evidence(candidate, incumbent), "paired": True,
+              "pairs": [[p.candidate, p.incumbent] for p in pairs],
+              "seeds": [p.seed for p in pairs], "differences": list(st.differences),
+              "effect": st.mean, "paired_sd": st.sd, "sigma_diff": st.noise.sigma,
+              "sigma_source": st.noise.source, "noise_pairs": st.noise.pairs, "se": st.se,
+              "z": z_eff, "threshold": threshold, "confidence": confidence(st.mean, st.se)}
+
+        def verdict(status: str, rule: str, reason: str) -> Verdict:
+            return Verdict(status, reason, {**ev, "rule": rule})
+
+        early = self._rules(candidate, incumbent, verdict)
+        if early is not None:
+            return early
+        more = st.n < most
+        if st.se is None or threshold is None:
+            if more and st.mean > 0:
+                return verdict("rerun", "measure-noise", f"pairs favour it by {st.mean:.6g} "
+                               "but the noise is unknown; running another pair")
+            return verdict("discard", "no-evidence",
+                           f"paired effect {st.mean:+.6g} with unknown noise")
+        sd = "" if st.sd is None else f", sd {st.sd:.3g}"
+        stats = (f"paired effect {st.mean:+.6g} over {st.n} pair(s){sd}, "
+                 f"{in_se(st.mean, st.se)} (difference sigma {st.noise.sigma:.3g}, "
+                 f"{st.noise.source}), confidence {confidence(st.mean, st.se):.0%}")
+        return self._ladder(verdict, candidate, st.mean, st.se, threshold, st.n < need, more,
+                            stats)
+
+    def _ladder(self, verdict: VerdictFn, candidate: Candidate, effect: float, se: float,
+                threshold: float, unconfirmed: bool, more: bool, stats: str) -> Verdict:
+        """Steps 2-3 of the module docstring, shared by plain and paired judging."""
+        o = self.options
         removes = candidate.lines_delta < 0
         within = effect >= -o["simplicity_z"] * se  # no worse than the noise allows
         promising = effect > o["screen_z"] * se
-
-        if n_c < 1 + o["confirm_runs"]:
-            if promising or (removes and within):
+        if unconfirmed:
+            if more and (promising or (removes and within)):
                 return verdict("rerun", "confirm", f"promising, confirming: {stats}")
             return verdict("discard", "screen", f"no better than the incumbent: {stats}")
-
         if effect > threshold:
             needed = o["simplicity_gain"] if o["simplicity_gain"] >= 0 else 2 * threshold
             if candidate.lines_delta > o["simplicity_lines"] and effect < needed:
@@ -289,26 +359,3 @@ class NoiseAwarePolicy(Policy):
 
 _SEED_REASON = ("seed-only change: the diff only changes a seed, which draws different "
                 "noise rather than testing an idea")
-
-
-def t_quantile(p: float, dof: float) -> float:
-    """Student-t quantile by the Cornish-Fisher expansion (within ~1% for dof >= 3)."""
-    z = _NORMAL.inv_cdf(p)
-    if math.isinf(dof):
-        return z
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    return z + g1 / dof + g2 / dof**2 + g3 / dof**3
-
-
-def _confidence(effect: float, se: float | None) -> float | None:
-    if se is None:
-        return None
-    if se <= 0:
-        return 1.0 if effect > 0 else 0.0 if effect < 0 else 0.5
-    return _NORMAL.cdf(effect / se)
-
-
-def _in_se(effect: float, se: float) -> str:
-    return f"{effect / se:+.2f} SE" if se > 0 else "noise-free"
