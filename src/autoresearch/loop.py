@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from autoresearch.decisions.point import DecisionPoint
-from autoresearch.decisions.policy import Policy
+from autoresearch.decisions.policy import Incumbent, Policy
 from autoresearch.decisions.protocol import judged_since_keep, remeasure_due
 from autoresearch.execution.budget import describe
 from autoresearch.execution.executor import Executor, LocalExecutor, make_slots
@@ -193,6 +193,8 @@ class Loop:
         for e in self.ledger.experiments:  # a resumed policy relearns the noise it saw
             if len(e.evidence.get("samples") or []) > 1:
                 self.policy.observe(e.evidence["samples"])
+            if e.status in ("keep", "remeasure") and e.diff.get("tree"):
+                self.point.observe_curves(e.diff["tree"], e.log)  # the pruner's curves
             if e.status in ("crash", "timeout") and e.log:
                 self._last_failure = log_tail(Path(e.log))
         self.executor = self._ray_executor() if o.backend == "ray" else self._local_executor()
@@ -266,6 +268,7 @@ class Loop:
             if m.status != "ok" or m.metric is None or self._aborted:
                 break
             samples.append(m.metric)
+            self.point.observe_curves(tree, m.log)
         self.point.active.pop(exp_id, None)
         assert done is not None
         m = done.result
@@ -274,12 +277,21 @@ class Loop:
         if ok and self.task.holdout and done.handover:
             holdout = self._run_now(Job("holdout", exp_id, tree, 0, "holdout", self.options.seed,
                                         handover=done.handover)).result
+        sensitivity = None
+        if ok:  # the noise, and the smallest gain this night can tell from it
+            self.policy.observe(samples)
+            sens = self.policy.sensitivity(Incumbent(tuple(samples), m.metrics, m.metrics))
+            if sens is not None:
+                sensitivity = sens.to_json()
+                self.display.message("noise: " + sens.line(self.task.metric.name))
         exp = replace(base, status="keep" if ok else m.status,
                       metric=sum(samples) / len(samples) if ok else None, metrics=m.metrics,
                       holdout=holdout, reason="baseline" if ok else m.reason,
                       memory_gb=m.memory_gb, run_seconds=m.seconds, exit_code=m.exit_code,
-                      worker=done.worker, evidence={**m.notes, "samples": samples, "jobs": jobs,
-                                                    "time_budget": self.task.time_budget},
+                      worker=done.worker, evidence={
+                          **m.notes, "samples": samples, "jobs": jobs,
+                          "time_budget": self.task.time_budget,
+                          **({"sensitivity": sensitivity} if sensitivity else {})},
                       log=m.log)
         self.point.finish(exp, tree)
         if not ok:

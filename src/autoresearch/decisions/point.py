@@ -22,6 +22,7 @@ harness killed at any point, with any number of experiments in flight.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -57,6 +58,7 @@ class Candidate:
     handover: str = ""  # where the model of its latest ok run was kept (holdout)
     outcome: Outcome | None = None  # set once the protocol ended
     remeasure: bool = False  # a harness run of the incumbent, not a proposal
+    incumbent_tree: str = ""  # the parent's tree: what the incumbent half of a pair runs
 
 
 class DecisionPoint:
@@ -90,6 +92,9 @@ class DecisionPoint:
         samples += [e.metric for e in self.ledger.experiments
                     if e.status == "remeasure" and e.commit == row.commit and e.id > row.id
                     and e.metric is not None]
+        # The incumbent halves of other candidates' pairs are re-measurements of it too.
+        samples += [v for e in self.ledger.experiments if e.parent == row.commit
+                    and e.id != row.id for v in e.evidence.get("incumbent_runs", [])]
         return Incumbent(tuple(samples), row.metrics, kept[0].metrics)
 
     # -- admission ----------------------------------------------------------------------
@@ -137,6 +142,7 @@ class DecisionPoint:
 
     def _start(self, cand: Candidate, patch: str) -> None:
         parent = cand.base.parent
+        cand.incumbent_tree = self.ws.tree_of(parent)
         cand.protocol = keep_protocol(self.policy, lambda: self.incumbent_of(parent),
                                       lines_delta(patch), patch, bool(self.task.checks))
         self.active[cand.base.id] = cand
@@ -184,7 +190,10 @@ class DecisionPoint:
         if done.job.kind == "holdout":
             return self._keep(cand, result if isinstance(result, float) else None)
         if done.job.kind == "measure":
-            cand.last, cand.handover = result, done.handover or cand.handover
+            if result.status == "ok":
+                self.observe_curves(done.job.tree, result.log)
+            if done.job.tree == cand.tree:  # not the incumbent half of a pair
+                cand.last, cand.handover = result, done.handover or cand.handover
             answer: Any = Sample(result.status, result.reason, result.metric, result.metrics)
         else:  # checks
             answer = result if isinstance(result, Verdict) else Verdict("crash", str(result))
@@ -205,14 +214,37 @@ class DecisionPoint:
         # A candidate already running goes before new ones: its decision is what the
         # next proposals are waiting to learn from.
         if isinstance(request, Run):
-            job = Job("measure", cand.base.id, cand.tree, request.k,
-                      cand.base.description if request.k == 0
-                      else f"{cand.base.description} (confirm)", self.seed,
-                      keep_handover=bool(self.task.holdout))
-            self.queue.append(job) if request.k == 0 else self.queue.appendleft(job)
+            job = self._run_job(cand, request)
+            self.queue.append(job) if job.label == cand.base.description \
+                else self.queue.appendleft(job)
         elif isinstance(request, Checks):
             self.queue.appendleft(Job("checks", cand.base.id, cand.tree, 0, "checks",
                                       self.seed, verdict=request.verdict))
+
+    def _run_job(self, cand: Candidate, request: Run) -> Job:
+        """The job for a protocol's run request: the candidate's tree or, for the incumbent
+        half of a pair, its parent's; the first run is watched for early stopping."""
+        exp_id, desc = cand.base.id, cand.base.description
+        if request.seed is not None:  # a pair: both halves share one fresh seed
+            incumbent = request.subject == "incumbent"
+            return Job("measure", exp_id, cand.incumbent_tree if incumbent else cand.tree,
+                       request.seed, f"{desc} (pair {request.k + 1}, "
+                       f"{'incumbent' if incumbent else 'candidate'})", self.seed,
+                       keep_handover=bool(self.task.holdout) and not incumbent,
+                       log=f"{exp_id:04d}-pair{request.k + 1}-{request.subject}.log")
+        first = request.k == 0
+        pruner = self.policy.pruner() if first else None
+        return Job("measure", exp_id, cand.tree, request.k,
+                   desc if first else f"{desc} (confirm)", self.seed,
+                   keep_handover=bool(self.task.holdout),
+                   prune=copy.deepcopy(pruner) if pruner is not None else None,
+                   prune_ref=cand.incumbent_tree)
+
+    def observe_curves(self, tree: str, log: str) -> None:
+        """A full-budget run's progress curves, for pruning later runs against them."""
+        pruner = self.policy.pruner()
+        if pruner is not None and log and Path(log).is_file():
+            pruner.observe_log(tree, Path(log))
 
     def settle(self) -> None:
         """Conclude what the last results decided: rows, commits and refs, in order."""
@@ -284,9 +316,12 @@ class DecisionPoint:
         v, m = cand.outcome.verdict, cand.last
         samples = list(cand.outcome.samples)
         value = sum(samples) / len(samples) if samples and v.status in MEASURED else None
+        extra = {"incumbent_runs": list(cand.outcome.incumbent_runs)} \
+            if cand.outcome.incumbent_runs else {}
         exp = replace(cand.base, status=v.status, reason=v.reason, metric=value,
                       holdout=holdout, evidence={**cand.base.evidence, **v.evidence,
-                                                 **(m.notes if m else {}), "samples": samples})
+                                                 **(m.notes if m else {}), **extra,
+                                                 "samples": samples})
         if m is not None:
             exp = replace(exp, metrics=m.metrics, memory_gb=m.memory_gb, run_seconds=m.seconds,
                           exit_code=m.exit_code, log=m.log)
@@ -296,6 +331,8 @@ class DecisionPoint:
         self.finish(exp, cand.tree)
 
     def _finish_remeasure(self, cand: Candidate, m: Measurement) -> None:
+        if m.status == "ok":
+            self.observe_curves(cand.tree, m.log)
         exp = replace(cand.base, status="remeasure" if m.status == "ok" else m.status,
                       evidence=cand.base.evidence,
                       metric=m.metric, metrics=m.metrics, reason=m.reason,

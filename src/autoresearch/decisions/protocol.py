@@ -7,11 +7,18 @@ known distribution, a scripted value).
 
 A protocol is a generator. It yields *requests* and receives their results:
 
-1. ``Run("candidate", k)``: run the candidate once more (its sample ``k``); the
-   answer is a `Sample`. A failed run (status not ``ok``) ends the protocol with
+1. ``Run("candidate", 0)``: the candidate's first run; the answer is a `Sample`.
+   A failed run (status not ``ok``, ``pruned`` included) ends the protocol with
    that status.
 2. After each sample, ``policy.judge(candidate, incumbent)``. ``rerun`` asks for
-   another sample, up to ``policy.max_samples()``; past that it is a discard.
+   more evidence, in one of two ways:
+   - unpaired: ``Run("candidate", k)``, up to ``policy.max_samples()`` samples;
+   - paired (``policy.pairing()``): pair ``k`` is ``Run("incumbent", k, seed)``
+     and ``Run("candidate", k, seed)`` in the order ``paired.pair_order(k)``,
+     both with the same fresh seed, then ``policy.judge_paired``; up to
+     ``policy.max_pairs()`` pairs. The incumbent halves are re-measurements of
+     the incumbent (`Outcome.incumbent_runs`).
+   Past the limit a ``rerun`` is a discard.
 3. On ``keep``, when the task has checks, ``Checks()``; its answer is a
    `Verdict` that either passes the keep through or replaces it
    (``checks_failed``, ``invalid``, ``interrupted``).
@@ -32,15 +39,19 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from autoresearch.decisions.paired import Pair, pair_order
 from autoresearch.decisions.policy import Candidate, Incumbent, Policy, Verdict
+
+PAIR_SEED = 100  # pair k runs both halves with seed offset PAIR_SEED + k: fresh, shared
 
 
 @dataclass(frozen=True)
 class Run:
-    """Request: run the candidate (sample `k`, seeded seed + k) and report a `Sample`."""
+    """Request: run the candidate (or, in a pair, the incumbent) once; answer a `Sample`."""
 
-    subject: str  # "candidate"
-    k: int
+    subject: str  # "candidate" | "incumbent"
+    k: int  # the candidate's sample index, or the pair's index
+    seed: int | None = None  # AUTORESEARCH_SEED offset; None: k (unpaired reruns)
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class Outcome:
     verdict: Verdict  # keep, discard or a failure status; never rerun
     samples: tuple[float, ...]  # the candidate's metric values, one per ok run
     last: Sample | None  # the latest run (its secondary metrics go in the row)
+    incumbent_runs: tuple[float, ...] = ()  # the incumbent halves of pairs
 
 
 Request = Run | Checks
@@ -79,29 +91,63 @@ def keep_protocol(policy: Policy, incumbent: Callable[[], Incumbent], lines_delt
     that land while the candidate runs count (always of the commit it was made on).
     """
     samples: list[float] = []
+    pairs: list[Pair] = []
     last: Sample | None = None
-    verdict = Verdict("discard", "")
-    while True:
-        last = yield Run("candidate", len(samples))
-        assert isinstance(last, Sample)
-        if last.status != "ok" or last.metric is None:
-            status = last.status if last.status != "ok" else "crash"
-            why = last.reason if not samples else f"repeat {len(samples)}: {last.reason}"
-            return Outcome(Verdict(status, why), tuple(samples), last)
-        samples.append(last.metric)
-        cand = Candidate(tuple(samples), last.metrics, lines_delta, diff)
-        verdict = policy.judge(cand, incumbent())
-        if verdict.status != "rerun":
-            break
-        if len(samples) >= policy.max_samples():
-            verdict = replace(verdict, status="discard",
-                              reason=f"not confirmed in {len(samples)} runs; {verdict.reason}")
-            break
+
+    def failed(sample: Sample, what: str) -> Outcome:
+        status = sample.status if sample.status != "ok" else "crash"
+        return Outcome(Verdict(status, f"{what}: {sample.reason}" if what else sample.reason),
+                       tuple(samples), sample, tuple(p.incumbent for p in pairs))
+
+    last = yield Run("candidate", 0)
+    assert isinstance(last, Sample)
+    if last.status != "ok" or last.metric is None:
+        return failed(last, "")
+    samples.append(last.metric)
+    verdict = policy.judge(Candidate(tuple(samples), last.metrics, lines_delta, diff),
+                           incumbent())
+    while verdict.status == "rerun":
+        if policy.pairing():
+            k = len(pairs)
+            if k >= policy.max_pairs():
+                break
+            got: dict[str, Sample] = {}
+            for subject in pair_order(k):
+                answer = yield Run(subject, k, PAIR_SEED + k)
+                assert isinstance(answer, Sample)
+                if answer.status != "ok" or answer.metric is None:
+                    if subject == "candidate":
+                        return failed(answer, f"pair {k + 1}")
+                    return Outcome(Verdict("discard", f"pair {k + 1}: the incumbent's run "
+                                           f"failed ({answer.status}); not confirmed"),
+                                   tuple(samples), last, tuple(p.incumbent for p in pairs))
+                got[subject] = answer
+            last = got["candidate"]
+            assert last.metric is not None and got["incumbent"].metric is not None
+            pairs.append(Pair(last.metric, got["incumbent"].metric, PAIR_SEED + k,
+                              pair_order(k)[0] == "candidate"))
+            samples.append(last.metric)
+            verdict = policy.judge_paired(
+                Candidate(tuple(samples), last.metrics, lines_delta, diff), incumbent(), pairs)
+        else:
+            if len(samples) >= policy.max_samples():
+                break
+            last = yield Run("candidate", len(samples))
+            assert isinstance(last, Sample)
+            if last.status != "ok" or last.metric is None:
+                return failed(last, f"repeat {len(samples)}")
+            samples.append(last.metric)
+            verdict = policy.judge(Candidate(tuple(samples), last.metrics, lines_delta, diff),
+                                   incumbent())
+    if verdict.status == "rerun":
+        runs = f"{len(pairs)} pairs" if pairs else f"{len(samples)} runs"
+        verdict = replace(verdict, status="discard",
+                          reason=f"not confirmed in {runs}; {verdict.reason}")
     if verdict.status == "keep" and checks:
         checked = yield Checks(verdict)
         assert isinstance(checked, Verdict)
         verdict = checked
-    return Outcome(verdict, tuple(samples), last)
+    return Outcome(verdict, tuple(samples), last, tuple(p.incumbent for p in pairs))
 
 
 def drive(protocol: Protocol, serve: Callable[[Request], Any]) -> Outcome:

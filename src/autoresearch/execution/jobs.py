@@ -39,6 +39,11 @@ class Job:
     verdict: Verdict | None = None  # checks: the keep they would confirm
     handover: str = ""  # holdout: the model a measure job kept (see `keep_handover`)
     keep_handover: bool = False  # measure: move the handed-over model aside for a holdout
+    log: str = ""  # the log's file name, when not the default for kind and sample
+    # measure: early stopping. A snapshot of the policy's `Pruner` (picklable: curves only)
+    # and the key of the incumbent's curves in it; the run is watched against them.
+    prune: Any = None
+    prune_ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class JobEnv:
 
 
 def log_name(job: Job) -> str:
+    if job.log:
+        return job.log
     if job.kind == "measure":
         return f"{job.exp_id:04d}.log" if job.sample == 0 else f"{job.exp_id:04d}-{job.sample}.log"
     if job.kind == "holdout":
@@ -80,8 +87,14 @@ def run_job(job: Job, env: JobEnv, guards: Guards, export: Callable[[Path], Path
                 **env.slot_env}
     env.logs.mkdir(parents=True, exist_ok=True)
     if job.kind == "measure":
-        m: Measurement = measure(env.task, env.logs / log_name(job), run_vars, guards,
-                                 on_start, on_tick)
+        log = env.logs / log_name(job)
+        watch = job.prune.watch(job.prune_ref, log) if job.prune is not None else None
+        m: Measurement = measure(env.task, log, run_vars, guards, on_start, on_tick, watch)
+        stopped_by_user = guards.phases.stop is not None and guards.phases.stop.is_set()
+        if watch is not None and watch.decision is not None and m.status == "interrupted" \
+                and not stopped_by_user:  # a stop the user asked for is never a prune
+            m = replace(m, status="pruned", reason=watch.decision.reason,
+                        notes={**m.notes, "prune": watch.decision.evidence})
         kept = ""
         if job.keep_handover and m.status == "ok" and env.task.holdout:
             # The slot's next job wipes its handover; a holdout asked for later needs this one.
