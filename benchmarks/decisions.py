@@ -6,7 +6,8 @@ measured with Gaussian noise of a set sigma, on a machine that is either
 Ornstein-Uhlenbeck level with stationary sd ``--drift`` sigma and a correlation
 of ``--drift-runs`` runs: a shared machine whose load changes over tens of
 minutes). The real policy classes from ``autoresearch.decisions`` decide,
-driven by the same protocol the harness loop runs:
+driven by the harness's own keep protocol (``decisions.protocol.keep_protocol``,
+the generator the loop's decision point drives), which does:
 
 1. run the baseline ``baseline_runs()`` times: those samples are the incumbent's;
 2. per proposal, run once and ``judge``; on ``rerun``:
@@ -51,8 +52,15 @@ from typing import Any
 
 import numpy as np
 
-from autoresearch.decisions.paired import Pair, pair_order
-from autoresearch.decisions.policy import POLICIES, Candidate, Incumbent, Policy
+from autoresearch.decisions.policy import POLICIES, Incumbent, Policy
+from autoresearch.decisions.protocol import (
+    Request,
+    Run,
+    Sample,
+    drive,
+    keep_protocol,
+    remeasure_due,
+)
 from autoresearch.task import MetricSpec
 
 METRIC = MetricSpec("val_bpb", "minimize")
@@ -118,38 +126,29 @@ class Sim:
         return self.machine.measure(true)
 
     def experiment(self, p: Proposal) -> str:
+        """One candidate through the real keep protocol (`decisions.protocol`)."""
         true_c = self.inc_true - p.effect * self.sigma
-        samples = [self.measure(true_c)]
+        inc_samples = list(self.inc_samples)
+        protocol = keep_protocol(self.policy, lambda: Incumbent(tuple(inc_samples), {}, {}),
+                                 p.lines_delta, p.diff)
 
-        def candidate() -> Candidate:
-            return Candidate(tuple(samples), {}, p.lines_delta, p.diff)
+        def serve(request: Request) -> Sample:
+            assert isinstance(request, Run)
+            true = true_c if request.subject == "candidate" else self.inc_true
+            return Sample("ok", "", self.measure(true), {})
 
-        verdict = self.policy.judge(candidate(), Incumbent(tuple(self.inc_samples), {}, {}))
-        pairs: list[Pair] = []
-        while verdict.status == "rerun":
-            if self.policy.pairing():
-                assert len(pairs) < self.policy.max_pairs(), "pair past max_pairs"
-                got = {who: self.measure(true_c if who == "candidate" else self.inc_true)
-                       for who in pair_order(len(pairs))}
-                pairs.append(Pair(got["candidate"], got["incumbent"], seed=len(pairs)))
-                samples.append(got["candidate"])
-                verdict = self.policy.judge_paired(
-                    candidate(), Incumbent(tuple(self.inc_samples), {}, {}), pairs)
-            else:
-                assert len(samples) < self.policy.max_samples(), "rerun past max_samples"
-                samples.append(self.measure(true_c))
-                verdict = self.policy.judge(candidate(),
-                                            Incumbent(tuple(self.inc_samples), {}, {}))
+        outcome = drive(protocol, serve)
+        verdict = outcome.verdict
         assert verdict.status in ("keep", "discard"), verdict
         self.experiments += 1
         if verdict.status == "keep":
-            self.inc_true, self.inc_samples = true_c, samples
+            self.inc_true, self.inc_samples = true_c, list(outcome.samples)
             self.kept_effects.append(p.effect)
             self.since_keep = 0
         else:
-            self.inc_samples += [q.incumbent for q in pairs]
+            self.inc_samples += list(outcome.incumbent_runs)
             self.since_keep += 1
-        if self.policy.remeasure_incumbent(self.since_keep):
+        if remeasure_due(self.policy, self.since_keep):
             self.inc_samples.append(self.measure(self.inc_true))
         return verdict.status
 

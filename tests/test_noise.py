@@ -104,7 +104,7 @@ def test_sensitivity_after_the_baseline_is_printable_and_stored():
     js = s.to_json()
     assert js["mde"] == s.mde and js["mde_relative"] == pytest.approx(s.mde / 1.0)
     paired = NoiseAwarePolicy(MetricSpec("loss", "minimize")).sensitivity(base)
-    assert paired.paired and "up to 5 interleaved pairs" in paired.line()
+    assert paired.paired and "up to 8 interleaved pairs" in paired.line()
     floor = NoiseAwarePolicy(MetricSpec("loss", "minimize"), {"min_delta": 1.0})
     assert floor.sensitivity(base).mde == 1.0  # min_delta is the bar when it is higher
     unknown = NoiseAwarePolicy(MetricSpec("loss", "minimize"), {"baseline_runs": 1})

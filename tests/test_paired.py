@@ -32,7 +32,7 @@ def test_pair_order_alternates_so_a_trend_cancels():
 
 def test_pairing_is_the_noise_aware_default_and_strict_never_pairs():
     p = NoiseAwarePolicy(MIN)
-    assert p.pairing() and p.max_pairs() == 5
+    assert p.pairing() and p.max_pairs() == 8
     off = NoiseAwarePolicy(MIN, {"pairing": False})
     assert not off.pairing() and off.max_pairs() == 0
     assert not StrictPolicy(MIN).pairing()

@@ -56,11 +56,13 @@ it is now); the confirmation is then interleaved pairs with the incumbent (see
 ``paired``), judged by ``judge_paired`` on the paired differences with the same
 ladder: ``effect`` is their mean, ``se = sigma_d / sqrt(pairs)`` with ``sigma_d``
 pooled over all candidates' difference series and combined with the prior
-``sqrt(2) sigma``, the same Student-t widening, and O'Brien-Fleming looks up to
-``max_pairs`` (5). ``confirm_runs`` is then the pairs needed before a keep (at
-least one). Why on by default (``benchmarks/decisions.py``): on a machine whose
-speed drifts, unpaired confirmation keeps about 12% of no-op changes and pairs
-about 1%; on a stable machine pairs cost about a fifth of a night's gain.
+``sqrt(2) sigma``, the same Student-t widening from ``paired_z`` (1.2), and
+O'Brien-Fleming looks up to ``max_pairs`` (8). ``confirm_runs`` is then the pairs
+needed before a keep (at least one). Why on by default (``benchmarks/decisions.py``):
+on a machine whose speed drifts, unpaired confirmation keeps about 11% of no-op
+changes and pairs about 3.5%. ``paired_z`` and ``max_pairs`` are the cheapest found
+that keep at most 5% of no-op changes and at least 80% of 2-sigma gains on a stable
+machine (3.6% and 80.7% at 1500 trials; 71% of 2-sigma gains on the drifting one).
 
 **Sensitivity.** ``sensitivity(incumbent)`` reports sigma and the smallest gain
 kept with 80% power at the final look (``noise.mde``), which the loop prints
@@ -72,7 +74,7 @@ model, the probability that the candidate is truly better than the incumbent.
 Options (``[decision]``; defaults in ``NoiseAwarePolicy.OPTIONS``): baseline_runs,
 z, min_delta, confirm_runs, max_samples, screen_z, remeasure_every, noise_floor,
 guardrails, simplicity_lines, simplicity_gain, simplicity_z, discard_seed_only,
-pairing, max_pairs, and the early-stopping keys of ``pruning``.
+pairing, max_pairs, paired_z, and the early-stopping keys of ``pruning``.
 """
 
 from __future__ import annotations
@@ -153,8 +155,11 @@ class NoiseAwarePolicy(Policy):
         "discard_seed_only": Option(bool, True, "discard a diff that only changes seeds"),
         "pairing": Option(bool, True, "confirm a candidate by interleaved pairs with the "
                           "incumbent (shared seeds), so machine drift cancels"),
-        "max_pairs": Option(int, 5, "most confirmation pairs of one candidate (each pair is "
+        "max_pairs": Option(int, 8, "most confirmation pairs of one candidate (each pair is "
                             "two runs)", at_least(1)),
+        "paired_z": Option(float, 1.2, "keep threshold of a paired confirmation, in standard "
+                           "errors of the mean paired difference (paired differences carry "
+                           "no drift, so fewer false keeps at a lower z)", above(0)),
         **PRUNE_OPTIONS,
     }
 
@@ -190,9 +195,10 @@ class NoiseAwarePolicy(Policy):
         every = int(self.options["remeasure_every"])
         return every > 0 and experiments_since_keep > 0 and experiments_since_keep % every == 0
 
-    def critical_z(self, noise: NoiseEstimate) -> float:
-        """``z`` widened to a Student-t quantile for the noise estimate's degrees of freedom."""
-        return critical_z(float(self.options["z"]), noise)
+    def critical_z(self, noise: NoiseEstimate, paired: bool = False) -> float:
+        """``z`` (``paired_z`` for pairs) widened to a Student-t quantile for the noise
+        estimate's degrees of freedom."""
+        return critical_z(float(self.options["paired_z" if paired else "z"]), noise)
 
     def observe(self, samples: Sequence[float]) -> None:
         """Add a series of repeated runs of one commit to the noise pool (e.g. on resume)."""
@@ -206,7 +212,7 @@ class NoiseAwarePolicy(Policy):
         reference = statistics.fmean(incumbent.samples)
         if self.pairing():
             diff_noise = self.paired_noise.estimate(noise)
-            zc = self.critical_z(diff_noise)
+            zc = self.critical_z(diff_noise, paired=True)
             found = None if diff_noise.sigma is None else \
                 paired_mde(diff_noise.sigma, o["max_pairs"], z=zc)
             n_c, n_i = o["max_pairs"], 0
@@ -295,7 +301,7 @@ class NoiseAwarePolicy(Policy):
         st = paired_stats(pairs, self.improvement, self.paired_noise,
                           self.pool.estimate(o["noise_floor"]))
         need, most = max(1, o["confirm_runs"]), o["max_pairs"]
-        z_eff = self.critical_z(st.noise)
+        z_eff = self.critical_z(st.noise, paired=True)
         if st.n < most:  # an early look, as for unpaired reruns
             z_eff *= math.sqrt(most / max(st.n, need))
         threshold = None if st.se is None else max(z_eff * st.se, o["min_delta"])
