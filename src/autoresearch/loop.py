@@ -27,31 +27,28 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from autoresearch.baseline import limits_from, run_baseline
 from autoresearch.decisions.point import DecisionPoint
-from autoresearch.decisions.policy import Incumbent, Policy
+from autoresearch.decisions.policy import Policy
 from autoresearch.decisions.protocol import judged_since_keep, remeasure_due
-from autoresearch.execution.budget import describe
 from autoresearch.execution.executor import Executor, LocalExecutor, make_slots
-from autoresearch.execution.jobs import Done, Job, JobEnv
+from autoresearch.execution.jobs import Job, JobEnv
 from autoresearch.execution.measure import (
-    allowance,
     baseline_checks,
-    eval_limit,
     make_guards,
     run_env,
 )
 from autoresearch.execution.process import log_tail
 from autoresearch.integrity.tripwire import Canaries, Tripwire, tampered
-from autoresearch.ledger import FAILURES, Experiment, Ledger
+from autoresearch.ledger import Experiment, Ledger
 from autoresearch.proposers.base import Context, Proposal, Proposer
 from autoresearch.proposers.pool import ProposerPool, Ticket
-from autoresearch.resume import protected_hashes, recover
+from autoresearch.resume import interrupted_to_rerun, protected_hashes, recover
+from autoresearch.stopping import EXIT_CODES, drop_unstarted, room, stop_reason
 from autoresearch.task import ConfigError, TaskSpec
 from autoresearch.tracking import Hub, make_hub
 from autoresearch.ui.display import Display
 from autoresearch.workspace import Workspace
-
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ class Loop:
         self.ledger = Ledger(ws.state, task.metric.name)
         self.logs = ws.state / "logs"
         self.signal: int | None = None  # the first stop signal received
-        self._aborted = False
+        self.aborted = False
         # Built by _setup; a signal before then finds none of them (getattr below).
         self.pool: ProposerPool
         self.executor: Executor
@@ -107,11 +104,11 @@ class Loop:
                     failed = baseline_checks(
                         self.task, self.guards, self.logs,
                         run_env(self.task, self.ws.tag, self.ledger.next_id(), self.options.seed),
-                        lambda: self._aborted)
+                        lambda: self.aborted)
                     if failed:
                         self.display.message(failed)
                         return "the baseline failed its checks; see above and fix them"
-                    problem = self._baseline()
+                    problem = run_baseline(self)
                     if problem:
                         return problem
                 return self._night(started)
@@ -135,7 +132,7 @@ class Loop:
         """First signal: finish what runs, then stop. Second: abort what runs."""
         def handler(signum: int, frame: Any) -> None:
             if self.signal is not None:
-                self._aborted = True
+                self.aborted = True
                 self.display.message("aborting: stopping the running phases")
                 if getattr(self, "executor", None):
                     self.executor.abort()
@@ -189,7 +186,7 @@ class Loop:
         self._proposer_wire = Tripwire.for_proposer(self.ws.admin_dir(), self.ws.state,
                                                    self.ws.branch_file, self.ws.git_dir)
         if self.ledger.kept():
-            self._limits_from(self.ledger.kept()[0])
+            limits_from(self, self.ledger.kept()[0])
         for e in self.ledger.experiments:  # a resumed policy relearns the noise it saw
             if len(e.evidence.get("samples") or []) > 1:
                 self.policy.observe(e.evidence["samples"])
@@ -202,7 +199,7 @@ class Loop:
                                  lambda: self.point.tip, self.ws.export_tree,
                                  self.ws.state / "scratch", background=self.parallel)
         self._reserved = 0
-        self._reruns = self._interrupted_to_rerun()
+        self._reruns = interrupted_to_rerun(self.ledger.experiments)
         self.display.seed(self.ledger.experiments)
 
     def _local_executor(self) -> LocalExecutor:
@@ -224,97 +221,6 @@ class Loop:
     def _job_started(self, job: Job, pgid: int) -> None:
         self.point.record_pgid(job.exp_id, pgid)
 
-    def _interrupted_to_rerun(self) -> list[Experiment]:
-        """Interrupted experiments whose tree was never measured since: run them again."""
-        measured = {e.diff.get("tree") for e in self.ledger.experiments
-                    if e.status not in ("interrupted", "invalid", "duplicate")}
-        seen: set[str] = set()
-        out = []
-        for e in self.ledger.experiments:
-            tree = e.diff.get("tree")
-            if e.status == "interrupted" and tree and tree not in measured and tree not in seen:
-                seen.add(tree)
-                out.append(e)
-        return out
-
-    # -- the baseline -----------------------------------------------------------------
-    def _run_now(self, job: Job) -> Done:
-        if len(self.executor.slots) == 1:
-            self.display.start(job.exp_id, job.label)
-        self.executor.submit(job)
-        while True:
-            done = self.executor.poll(0.2)
-            if done:
-                self.display.stop_live()
-                return done[0]
-
-    def _baseline(self) -> str | None:
-        exp_id = self.point.next_id()
-        tree = self.ws.tree_of(self.point.tip)
-        started = time.time()
-        base = Experiment(id=exp_id, status="keep", description="baseline",
-                          parent=self.point.tip, started=started, proposer="baseline",
-                          diff={"tree": tree})
-        self.point.hold(base, tree)
-        samples: list[float] = []
-        jobs: list[list[Any]] = []
-        done = None
-        for k in range(max(1, self.policy.baseline_runs())):
-            done = self._run_now(Job("measure", exp_id, tree, k, "baseline" if k == 0 else
-                                     f"baseline (repeat {k})", self.options.seed,
-                                     keep_handover=bool(self.task.holdout)))
-            m = done.result
-            jobs.append(["measure", done.worker, round(done.started, 3), round(done.finished, 3)])
-            if m.status != "ok" or m.metric is None or self._aborted:
-                break
-            samples.append(m.metric)
-            self.point.observe_curves(tree, m.log)
-        self.point.active.pop(exp_id, None)
-        assert done is not None
-        m = done.result
-        ok = m.status == "ok" and bool(samples)
-        holdout = None
-        if ok and self.task.holdout and done.handover:
-            holdout = self._run_now(Job("holdout", exp_id, tree, 0, "holdout", self.options.seed,
-                                        handover=done.handover)).result
-        sensitivity = None
-        if ok:  # the noise, and the smallest gain this night can tell from it
-            self.policy.observe(samples)
-            sens = self.policy.sensitivity(Incumbent(tuple(samples), m.metrics, m.metrics))
-            if sens is not None:
-                sensitivity = sens.to_json()
-                self.display.message("noise: " + sens.line(self.task.metric.name))
-        exp = replace(base, status="keep" if ok else m.status,
-                      metric=sum(samples) / len(samples) if ok else None, metrics=m.metrics,
-                      holdout=holdout, reason="baseline" if ok else m.reason,
-                      memory_gb=m.memory_gb, run_seconds=m.seconds, exit_code=m.exit_code,
-                      worker=done.worker, evidence={
-                          **m.notes, "samples": samples, "jobs": jobs,
-                          "time_budget": self.task.time_budget,
-                          **({"sensitivity": sensitivity} if sensitivity else {})},
-                      log=m.log)
-        self.point.finish(exp, tree)
-        if not ok:
-            first = m.reason.splitlines()[0] if m.reason else m.status
-            self.display.message(f"The unmodified baseline did not produce "
-                                 f"{self.task.metric.name}: {first}. Fix the task (see "
-                                 f"{m.log}) and run again; nothing can be compared without "
-                                 "a baseline.")
-            return "the baseline failed; see its log and fix the task"
-        self._limits_from(exp)
-        self.display.message(describe(self.task.time_budget, self.guards.allowance or 0.0)
-                             + (f"; scoring may take {self.guards.eval_limit:.0f}s"
-                                if self.guards.eval_limit else ""))
-        return None
-
-    def _limits_from(self, baseline: Experiment) -> None:
-        """Budget allowance and scoring limit, both derived from the baseline's timings."""
-        self.guards.allowance = allowance(self.task, baseline)
-        self.guards.eval_limit = eval_limit(baseline)
-        if getattr(self, "executor", None):
-            self.executor.set_limits(self.guards.allowance, self.guards.eval_limit)
-
-    # -- the night ----------------------------------------------------------------------
     def _night(self, started: float) -> str:
         point = self.point
         why: str | None = None
@@ -324,11 +230,11 @@ class Loop:
                     self._drop_unstarted()  # a stop ends what runs; nothing new begins
             if why is None:
                 self._fill()
-            if self._aborted:
+            if self.aborted:
                 self._drop_unstarted()
             self._dispatch()
             if why is not None and not point.active and not point.queue:
-                return "aborted by the user" if self._aborted else why
+                return "aborted by the user" if self.aborted else why
             self._write_live()
             for done in self.executor.poll(0.2 if self.executor.running() else 0.0):
                 if len(self.executor.slots) == 1:
@@ -336,31 +242,6 @@ class Loop:
                 point.on_done(done)
             self._dispatch()  # free workers start first; the bookkeeping follows
             point.settle()
-
-    def _drop_unstarted(self) -> None:
-        """Candidates admitted ahead whose first run has not begun: recorded `interrupted`
-        (their change is kept under discarded/N) and run first on the next start."""
-        point = self.point
-        started = {job.exp_id for job in self.executor.running().values()}
-        for job in list(point.queue):
-            cand = point.active.get(job.exp_id)
-            if cand is None or job.exp_id in started or cand.remeasure:
-                continue
-            if job.kind == "measure" and job.sample == 0 and not cand.base.evidence.get("jobs"):
-                point.queue.remove(job)
-                point.active.pop(job.exp_id)
-                point.finish(replace(cand.base, status="interrupted", reason=(
-                    "stopped before it ran; it runs first on the next start")), cand.tree)
-        if self._aborted:  # follow-ups of aborted candidates will never run either
-            for job in list(point.queue):
-                if job.exp_id not in started:
-                    point.queue.remove(job)
-            for cand in list(point.active.values()):
-                if cand.base.id not in started and not any(
-                        c is cand for c in point.concluded):
-                    point.active.pop(cand.base.id)
-                    point.finish(replace(cand.base, status="interrupted",
-                                         reason="aborted before it finished"), cand.tree)
 
     def _write_live(self) -> None:
         """What `status` shows of a running night: each slot's experiment and the backlog."""
@@ -376,7 +257,7 @@ class Loop:
 
     def _dispatch(self) -> None:
         point = self.point
-        while self.executor.free() and point.queue and not self._aborted:
+        while self.executor.free() and point.queue and not self.aborted:
             job = point.queue.popleft()
             if job.kind == "measure" and job.sample == 0 and job.exp_id in point.active:
                 cand = point.active[job.exp_id]
@@ -452,6 +333,21 @@ class Loop:
             # The holdout score is for humans: a proposer that saw it could overfit it too.
             history=tuple(self._public), last_failure=self._last_failure, feedback=feedback)
 
+    def _drop_unstarted(self) -> None:
+        started = {job.exp_id for job in self.executor.running().values()}
+        drop_unstarted(self.point, started, self.aborted)
+
+    def _room(self) -> int:
+        return room(self.ledger.experiments,
+                    sum(not c.remeasure for c in self.point.active.values()), self.options)
+
+    def _stop_reason(self, started: float) -> str | None:
+        if self.signal is not None:
+            return "stopped by the user" if not self.aborted else "aborted by the user"
+        return stop_reason(self.ledger.experiments,
+                           sum(c.base.cost_usd for c in self.point.active.values()),
+                           self.options, started, self.logs)
+
     # -- after each row -------------------------------------------------------------------
     def _finished(self, exp: Experiment) -> None:
         if getattr(self, "tracking", None):
@@ -468,37 +364,3 @@ class Loop:
                 and self.signal is None and remeasure_due(self.policy, since) \
                 and not any(c.remeasure for c in self.point.active.values()):
             self.point.remeasure()
-
-    def _room(self) -> int:
-        """How many more candidates may start under --max-experiments."""
-        o = self.options
-        if o.max_experiments is None:
-            return 1 << 30
-        done = sum(e.proposer not in ("baseline", "harness") for e in self.ledger.experiments)
-        running = sum(not c.remeasure for c in self.point.active.values())
-        return o.max_experiments - done - running
-
-    def _stop_reason(self, started: float) -> str | None:
-        rows = self.ledger.experiments
-        o = self.options
-        candidates = [e for e in rows if e.proposer not in ("baseline", "harness")]
-        if self.signal is not None:
-            return "stopped by the user" if not self._aborted else "aborted by the user"
-        if o.max_experiments is not None and len(candidates) >= o.max_experiments:
-            return f"reached --max-experiments {o.max_experiments}"
-        if o.hours is not None and time.monotonic() - started >= o.hours * 3600:
-            return f"reached --hours {o.hours}"
-        spent = sum(e.cost_usd for e in rows) + sum(
-            c.base.cost_usd for c in self.point.active.values())
-        if o.max_cost is not None and spent >= o.max_cost:
-            return f"reached --max-cost ${o.max_cost:.2f}"
-        streak = 0
-        for e in reversed(candidates):
-            if e.status not in (*FAILURES, "duplicate"):
-                break
-            streak += 1
-        if streak >= o.max_failures:
-            return (f"{streak} failed experiments in a row (--max-failures {o.max_failures}); "
-                    "read the last logs in " + str(self.logs))
-        return None
-

@@ -96,3 +96,18 @@ def protected_hashes(ws: Workspace, names: tuple[str, ...]) -> dict[str, str]:
         tmp.write_text(json.dumps(saved, indent=1))
         os.replace(tmp, path)
     return saved
+
+
+def interrupted_to_rerun(rows: list[Experiment]) -> list[Experiment]:
+    """Interrupted experiments whose tree was never measured since: run again, each once,
+    before any new proposal."""
+    measured = {e.diff.get("tree") for e in rows
+                if e.status not in ("interrupted", "invalid", "duplicate")}
+    seen: set[str] = set()
+    out = []
+    for e in rows:
+        tree = e.diff.get("tree")
+        if e.status == "interrupted" and tree and tree not in measured and tree not in seen:
+            seen.add(tree)
+            out.append(e)
+    return out
