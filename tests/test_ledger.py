@@ -48,3 +48,11 @@ def test_tsv_is_rebuilt_from_jsonl_when_out_of_step(tmp_path: Path) -> None:
     (tmp_path / "results.tsv").write_text("garbage\n")
     Ledger(tmp_path, "m").load()
     assert (tmp_path / "results.tsv").read_text().startswith("commit\tm\tmemory_gb")
+
+
+def test_next_id_follows_the_largest_id_not_the_last_row(tmp_path: Path) -> None:
+    # Parallel workers record decisions out of id order: 0, 2, 1. The next id is 3.
+    ledger = Ledger(tmp_path, "val_loss")
+    for i in (0, 2, 1):
+        ledger.append(Experiment(id=i, status="discard", description=f"e{i}"))
+    assert ledger.next_id() == 3

@@ -158,15 +158,19 @@ def test_sigkill_with_three_in_flight_loses_nothing(tmp_path: Path) -> None:
     in_flight = sorted(json.loads(p.read_text())["id"] for p in inflight.glob("*.json"))
     assert in_flight[:3] == [1, 2, 3]
 
+    # Room for the rows already there (duplicates of the last edit, perhaps), the
+    # interrupted rows the resume records, and one re-run of each.
+    before = sum(r["proposer"] != "baseline" for r in ledger(repo, "k"))
     res = run_cli(repo, "run", "--tag", "k", "--workers", "3", "--max-experiments",
-                  str(2 * len(in_flight)), "--proposer", "command:./propose.py")
+                  str(before + 2 * len(in_flight)), "--proposer", "command:./propose.py")
     assert res.returncode == 0, res.stderr
     rows = ledger(repo, "k")
     interrupted = [r for r in rows if r["status"] == "interrupted"]
     assert sorted(r["id"] for r in interrupted) == in_flight
     reruns = [r for r in rows if "rerun_of" in r["evidence"]]
     # Each interrupted experiment ran again exactly once, on its own tree; none counted twice.
-    assert sorted(r["evidence"]["rerun_of"] for r in reruns) == in_flight
+    assert sorted(r["evidence"]["rerun_of"] for r in reruns) == in_flight, [
+        (r["id"], r["status"], r["reason"][:80], r["evidence"].get("rerun_of")) for r in rows]
     for r in reruns:
         assert r["diff"]["tree"] == next(i for i in interrupted
                                          if i["id"] == r["evidence"]["rerun_of"])["diff"]["tree"]

@@ -299,7 +299,9 @@ class Ledger:
         self._stamp = self._stat()
 
     def next_id(self) -> int:
-        return self.experiments[-1].id + 1 if self.experiments else 0
+        # Rows are in decision order: with parallel workers the last row's id is not the
+        # largest, and an id handed out twice would mix two experiments' logs and files.
+        return max(e.id for e in self.experiments) + 1 if self.experiments else 0
 
     def kept(self) -> list[Experiment]:
         return [e for e in self.experiments if e.status == "keep"]
