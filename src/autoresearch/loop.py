@@ -43,7 +43,7 @@ from autoresearch.integrity.tripwire import Canaries, Tripwire, tampered
 from autoresearch.ledger import Experiment, Ledger
 from autoresearch.proposers.base import Context, Proposal, Proposer
 from autoresearch.proposers.pool import ProposerPool, Ticket
-from autoresearch.resume import interrupted_to_rerun, protected_hashes, recover
+from autoresearch.resume import interrupted_to_rerun, owner_mark, protected_hashes, recover
 from autoresearch.stopping import EXIT_CODES, drop_unstarted, room, stop_reason
 from autoresearch.task import ConfigError, TaskSpec
 from autoresearch.tracking import Hub, make_hub
@@ -91,6 +91,7 @@ class Loop:
         # Inherited by everything this harness starts (proposers, runs, checks), so the
         # next start can find what a SIGKILLed predecessor left behind.
         os.environ["AUTORESEARCH_STATE"] = str(self.ws.state)
+        os.environ["AUTORESEARCH_OWNER"] = owner_mark(self.ws.state)
         with self.ws.lock(), self._signals():
             started = time.monotonic()
             self._setup()
@@ -159,7 +160,8 @@ class Loop:
                       self.task.metric.name)
         self.guards = make_guards(self.task, self.ws, self.display.message, self.ledger.intact)
         o = self.options
-        pipeline = o.pipeline if o.pipeline is not None else o.workers
+        pipeline = o.pipeline if o.pipeline is not None else \
+            (o.workers if self.proposer.ahead else 0)
         sandboxed = self.guards.phases.sandbox.active
         self.parallel = o.workers > 1 or pipeline > 0 or o.backend != "local"
         if self.parallel and not sandboxed:

@@ -20,6 +20,7 @@ ledger that fails it stops the start before anything is repaired.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import replace
@@ -29,6 +30,13 @@ from autoresearch.execution.process import kill_marked, sweep_orphans
 from autoresearch.integrity.seal import key_path
 from autoresearch.ledger import Experiment, Ledger
 from autoresearch.workspace import Workspace
+
+
+def owner_mark(state: Path) -> str:
+    """A mark every process the harness starts inherits, sandboxed ones too (which do not
+    get AUTORESEARCH_STATE: it would tell them where the ledger is). A hash, so it names no
+    path; it finds a sandbox whose die-with-parent lost a race with a SIGKILL."""
+    return hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:16]
 
 
 def recover(ws: Workspace, ledger: Ledger, pending_path: Path, metric_name: str) -> str:
@@ -56,6 +64,7 @@ def recover(ws: Workspace, ledger: Ledger, pending_path: Path, metric_name: str)
             if pgid:
                 sweep_orphans(int(pgid), ws.state)
         kill_marked(f"AUTORESEARCH_STATE={ws.state}")  # e.g. a proposer mid-edit
+        kill_marked(f"AUTORESEARCH_OWNER={owner_mark(ws.state)}")  # sandboxed phases
         row = ledger.by_id(pending.get("id", -1))
         if row is None and pending.get("tree"):
             row = Experiment(id=pending["id"], status="interrupted", parent=pending["parent"],
@@ -71,6 +80,7 @@ def recover(ws: Workspace, ledger: Ledger, pending_path: Path, metric_name: str)
             ws.preserve(row.commit, row.id)
         path.unlink()
     kill_marked(f"AUTORESEARCH_STATE={ws.state}")
+    kill_marked(f"AUTORESEARCH_OWNER={owner_mark(ws.state)}")
     # A rejected proposal (invalid, duplicate) writes no pending.json: a kill between its
     # row and its ref would leave the commit unreachable. Every such row gets its ref.
     have = ws.discarded_refs()

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="experiments run at once (default 1, or "
                    "[execution] workers); GPUs and cores are split between them")
     r.add_argument("--pipeline", type=int, help="proposals prepared ahead while experiments "
-                   "run (default: one per worker; 0: propose only when a worker is free)")
+                   "run (default: one per worker, 0 for the instant sweep; 0: propose only "
+                   "when a worker is free)")
     r.add_argument("--backend", choices=("local", "ray"), help="where experiments run "
                    "(default local; ray needs `pip install autoresearch[ray]`)")
     r.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS or a "

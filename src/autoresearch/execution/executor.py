@@ -114,7 +114,10 @@ class LocalExecutor(Executor):
         self._env, self._export = env, export
         self._on_start, self._on_tick = on_start, on_tick
         self._stop = threading.Event()
-        self._guards = {s.name: replace(guards, scratch=scratch / s.name,
+        # One slot keeps the scratch layout of a sequential loop (scratch/run, ...);
+        # several get a folder each.
+        self._guards = {s.name: replace(guards, scratch=scratch / s.name if len(slots) > 1
+                                        else scratch,
                                         phases=guards.phases.for_slot(s.cpus, self._stop))
                         for s in slots}
         self._busy: dict[str, Job] = {}

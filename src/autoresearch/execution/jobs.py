@@ -98,7 +98,7 @@ def run_job(job: Job, env: JobEnv, guards: Guards, export: Callable[[Path], Path
         kept = ""
         if job.keep_handover and m.status == "ok" and env.task.holdout:
             # The slot's next job wipes its handover; a holdout asked for later needs this one.
-            dest = guards.scratch.parent / "handover" / f"{job.exp_id}-{job.sample}"
+            dest = guards.scratch / "kept-handover" / f"{job.exp_id}-{job.sample}"
             shutil.rmtree(dest, ignore_errors=True)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(guards.handover), dest)

@@ -90,6 +90,9 @@ class Proposer(ABC):
     """Base class; see the module docstring for the call order."""
 
     name: str = "proposer"
+    # Worth proposing ahead while experiments run (an LLM or an agent thinks for a minute).
+    # False for an instant proposer: a proposal made ahead only risks a stale incumbent.
+    ahead: bool = True
 
     def setup(self, history: Sequence[Experiment]) -> None:  # noqa: B027 - optional hook
         """Validate and restore state. Raise ProposerError to refuse to start."""

@@ -149,6 +149,7 @@ class Suggestion:
 
 
 class SweepProposer(Proposer):
+    ahead = False  # Optuna answers at once: asking ahead would only tell it later
     name = "sweep"
     MIN_SCALE, MAX_SCALE = 1 / 8, 4.0
 
