@@ -327,7 +327,9 @@ def run_suite(root: Path) -> list[dict]:
     if res.returncode != 0:
         raise RuntimeError(f"autoresearch run failed ({res.returncode}):\n{res.stderr[-3000:]}")
     ledger = repo / ".autoresearch" / "attacks" / "results.jsonl"
-    return [json.loads(line) for line in ledger.read_text().splitlines()]
+    # By id: proposals made ahead may be decided (and recorded) out of id order.
+    return sorted((json.loads(line) for line in ledger.read_text().splitlines()),
+                  key=lambda r: r["id"])
 
 
 def held(attack: Attack, row: dict, baseline: float) -> bool:
