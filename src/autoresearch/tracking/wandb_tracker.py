@@ -119,12 +119,13 @@ def _records(data: bytes) -> list[bytes]:
 
 def read_offline(run_dir: Path) -> dict[str, Any]:
     """An offline run's id, config, summary and saved files, read from its .wandb file."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    from wandb.proto import wandb_internal_pb2
 
+    pb: Any = wandb_internal_pb2  # generated protobuf code: its classes are not typed
     out: dict[str, Any] = {"id": "", "config": {}, "summary": {}, "files": []}
     for path in run_dir.glob("*.wandb"):
         for raw in _records(path.read_bytes()):
-            rec = pb.Record()  # type: ignore[attr-defined]
+            rec = pb.Record()
             rec.ParseFromString(raw)
             kind = rec.WhichOneof("record_type")
             if kind == "run":
