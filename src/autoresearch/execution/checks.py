@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,6 +124,18 @@ def _check_failure(check: str, res: RunResult, attempts: int) -> str:
     return f"check `{check}` {why}{tries}"
 
 
+def _each(task: TaskSpec, guards: Guards, logs: Path, name: str, env: dict[str, str],
+          should_stop: Callable[[], bool] | None
+          ) -> Iterator[tuple[str, RunResult, int, str | None]]:
+    """Run the checks in order, each under the tripwire, logged as NAME.checkJ.log; yield
+    (check, result, attempts, what it changed). The caller stops at the first failure."""
+    for j, check in enumerate(task.checks):
+        guards.tripwire.arm()
+        res, attempts = _run_check(task, guards, check, logs / f"{name}.check{j}.log", env,
+                                   should_stop)
+        yield check, res, attempts, guards.tampered()
+
+
 def baseline_checks(task: TaskSpec, guards: Guards, logs: Path, env: dict[str, str],
                     should_stop: Callable[[], bool] | None = None) -> str | None:
     """Run the checks once on the baseline, before any experiment.
@@ -131,11 +143,8 @@ def baseline_checks(task: TaskSpec, guards: Guards, logs: Path, env: dict[str, s
     A gate that fails on the unmodified code would block every keep of the night, so
     the loop stops instead. Returns None when every check passes (or was interrupted),
     else the failure in words: the check, its output tail and how to fix it."""
-    for j, check in enumerate(task.checks):
-        log = logs / f"baseline.check{j}.log"
-        guards.tripwire.arm()
-        res, attempts = _run_check(task, guards, check, log, env, should_stop)
-        changed = guards.tampered()
+    for check, res, attempts, changed in _each(task, guards, logs, "baseline", env,
+                                               should_stop):
         if changed:
             return f"check `{check}` changed {changed} on the baseline; fix the check."
         if res.interrupted:
@@ -162,11 +171,8 @@ def run_checks(task: TaskSpec, guards: Guards, logs: Path, exp_id: int, env: dic
     failed or timed out, after `check_retries` more attempts), `invalid` (one that changed
     what the harness trusts) or `interrupted` (the harness stopped it: not the change's
     fault). Checks get `check_env` and `check_timeout`, not the run's."""
-    for j, check in enumerate(task.checks):
-        log = logs / f"{exp_id:04d}.check{j}.log"
-        guards.tripwire.arm()
-        res, attempts = _run_check(task, guards, check, log, env, should_stop)
-        changed = guards.tampered()
+    for check, res, attempts, changed in _each(task, guards, logs, f"{exp_id:04d}", env,
+                                               should_stop):
         if changed:
             return Verdict("invalid", f"check `{check}` changed {changed}", verdict.evidence)
         if res.violation:
