@@ -1,6 +1,7 @@
 """Keep-or-discard policies: the one place that decides whether a change stays.
 
-Call order (the loop in ``autoresearch.loop`` owns it):
+Call order (``decisions.protocol`` drives it for every candidate; the decision point in
+``decisions.point`` serialises all calls, so a policy need not be thread-safe):
 
 1. ``baseline_runs()`` once per tag: how many times the unmodified baseline is
    run before the first candidate (more runs give a noise estimate). Then

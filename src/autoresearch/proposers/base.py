@@ -1,6 +1,7 @@
 """The proposer extension point: whatever edits the mutable surface.
 
-Call order, per `autoresearch run` (the loop in `autoresearch.loop` owns it):
+Call order, per `autoresearch run` (the proposer pool in `proposers.pool` owns it; it never
+makes two calls at once, so a proposer need not be thread-safe):
 
 1. ``setup(history)`` once, before the first experiment of this invocation.
    Validate external needs here (a missing binary, an unset API key) so a bad
@@ -12,8 +13,11 @@ Call order, per `autoresearch run` (the loop in `autoresearch.loop` owns it):
    experiment and decides; the proposer never runs it or reads the score
    from its own output.
 3. ``observe(experiment)`` with the ledger record of what happened (also for
-   invalid, duplicate and crashed proposals).
-4. ``close()`` once at the end, also after Ctrl-C.
+   invalid, duplicate and crashed proposals), delivered before the next ``propose``.
+   When proposals are made ahead (``ahead = True``, the default), a proposal can be
+   made before the previous one's result is known.
+4. ``close()`` once at the end, also after Ctrl-C (a cancelled ``propose`` may still
+   be returning on the pool's thread: close must not wait for it).
 
 Domain failures (a model that cannot produce an applicable edit) are returned
 as ``Proposal(error=...)`` and become an `invalid` ledger row. Raise
