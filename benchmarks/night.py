@@ -61,6 +61,10 @@ def main() -> None:
     print(f"{done} experiments in {hours:.2f} h: {done / hours:.1f} experiments/hour, "
           f"{len(kept) - 1} kept")
     base, best = kept[0], kept[-1]
+    sens = base["evidence"].get("sensitivity") or {}
+    if sens.get("mde") is not None and sens.get("sigma") is not None:
+        print(f"noise: sigma {sens['sigma']:.4f}, smallest detectable gain {sens['mde']:.4f} "
+              f"val_bpb ({100 * sens['mde'] / base['metric']:.1f}%)")
     print(f"logged: val_bpb {base['metric']:.6f} -> {best['metric']:.6f} "
           f"({best['metric'] - base['metric']:+.6f}); holdout {base['holdout']} -> "
           f"{best['holdout']}")
