@@ -22,7 +22,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 AR = [sys.executable, "-m", "autoresearch"]
@@ -47,12 +46,12 @@ def main() -> None:
         if not (repo / "autoresearch.toml").exists():
             call([*AR, "init", "--yes", "--template", "gpt", str(repo)], Path.cwd())
         call([sys.executable, "prepare.py"], repo)
-        t0 = time.monotonic()
         call([*AR, "run", "--tag", "night", "--proposer", "sweep", "--time-budget",
               str(args.budget), "--max-experiments", str(args.experiments)], repo)
-        hours = (time.monotonic() - t0) / 3600
         status = json.loads(call([*AR, "status", "--tag", "night", "--json"], repo))
         rows = status["experiments"]
+        # From the ledger, so a night resumed with --dir is timed as it ran.
+        hours = (max(r["finished"] for r in rows) - min(r["started"] for r in rows)) / 3600
         kept = [r for r in rows if r["status"] == "keep"]
         out = call([*AR, "finalize", "--tag", "night", "--confirm", str(args.confirm),
                     "--force"], repo)

@@ -113,3 +113,13 @@ def test_finalize_a_real_night_with_confirm_and_ablate(toy_repo: Path) -> None:
     assert not (state / "worktree").exists()  # removed, as the loop leaves it
     assert run_cli(toy_repo, "run", "--tag", "f", "--proposer", "sweep", "--policy", "strict",
                    "--max-experiments", "6").returncode == 0  # and the tag resumes
+
+
+def test_confirm_reruns_under_the_budget_the_night_ran_with(toy_repo: Path) -> None:
+    assert run_cli(toy_repo, "run", "--tag", "b", "--proposer", "sweep", "--policy", "strict",
+                   "--time-budget", "3", "--max-experiments", "1").returncode == 0
+    res = run_cli(toy_repo, "finalize", "--tag", "b", "--confirm", "1")
+    assert res.returncode == 0, res.stderr
+    assert "re-runs use the night's 3s budget (the task file says 10s)" in res.stdout + res.stderr
+    report = (toy_repo / ".autoresearch" / "b" / "REPORT.md").read_text()
+    assert "budget 3 s" in report.split("## Setup", 1)[1].split("\n## ", 1)[0]

@@ -9,7 +9,7 @@ the loop's own sandboxed measurement (`review.remeasure`), then REPORT.md and it
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autoresearch.integrity.seal import key_path
@@ -49,6 +49,15 @@ def finalize(ws: Workspace, ledger: Ledger, metric: MetricSpec, task: TaskSpec |
             raise WorkspaceError("--confirm/--ablate re-run the task: run finalize where "
                                  "its autoresearch.toml is, or pass --config.")
         kept = [e for e in rows if e.status == "keep"]
+        # Re-run under the budget the night ran with (`run --time-budget` overrides the
+        # task file's): a confirmation at another budget measures another thing.
+        ran_with = kept[0].evidence.get("time_budget") if kept else None
+        if ran_with and float(ran_with) != task.time_budget:
+            budget = float(ran_with)
+            say(f"re-runs use the night's {budget:g}s budget (the task file says "
+                f"{task.time_budget:g}s)")
+            task = replace(task, time_budget=budget,
+                           timeout=max(task.timeout, 2 * budget, budget + 60))
         with ws.lock():  # no loop on this tag meanwhile; the ledger is only read
             sealed = Ledger(ws.state, metric.name, key_path(ws.git_dir, ws.tag))
             sealed.load()
