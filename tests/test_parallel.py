@@ -68,6 +68,15 @@ def test_three_workers_share_the_night(tmp_path: Path) -> None:
     workers = {r["worker"] for r in rows[1:] if r["status"] not in ("invalid", "duplicate")}
     assert len(workers) >= 2 and workers <= {"w0", "w1", "w2"}, workers
     check_branch_invariants(repo, "w", rows)
+    # status shows each worker's busy share; report draws one lane per worker.
+    status = run_cli(repo, "status", "--tag", "w", "--json")
+    live = json.loads(status.stdout)["workers"]
+    assert {w["worker"] for w in live["workers"]} >= workers
+    assert all(0 < w["busy"] <= 1 for w in live["workers"] if w["worker"] in workers)
+    assert live["experiments_per_hour"] > 0 and live["in_flight"] == []
+    assert "experiments/hour" in run_cli(repo, "status", "--tag", "w").stderr
+    assert run_cli(repo, "report", "--tag", "w").returncode == 0
+    assert (repo / ".autoresearch" / "w" / "utilization.png").stat().st_size > 1000
 
 
 LR_SLOW = ("LEARNING_RATE = 0.02", "LEARNING_RATE = 0.05 if not __import__('time').sleep(1.5)"

@@ -114,17 +114,18 @@ def plot_timeline(occ: Occupancy, out: Path, title: str) -> Path:
     from matplotlib.patches import Patch
 
     lanes = occ.lanes
+    unit, name = (60.0, "minutes") if occ.end - occ.start > 120 else (1.0, "seconds")
     fig, ax = plt.subplots(figsize=(11, 1.2 + 0.5 * len(lanes)))
     for i, lane in enumerate(lanes):
         for kind in COLOURS:
-            bars = [((s.start - occ.start) / 60, (s.end - s.start) / 60)
+            bars = [((s.start - occ.start) / unit, (s.end - s.start) / unit)
                     for s in occ.spans if s.lane == lane and s.kind == kind]
             if bars:
                 ax.broken_barh(bars, (i - 0.4, 0.8), facecolors=COLOURS[kind])
     ax.set_yticks(range(len(lanes)))
     ax.set_yticklabels([f"{lane} ({100 * occ.busy.get(lane, 0):.0f}%)" for lane in lanes])
     ax.invert_yaxis()
-    ax.set_xlabel("minutes since the first job")
+    ax.set_xlabel(f"{name} since the first job")
     ax.set_title(f"{title}: {occ.per_hour:.1f} experiments/hour")
     kinds = sorted({s.kind for s in occ.spans})
     ax.legend(handles=[Patch(color=COLOURS[k], label=k) for k in kinds], loc="upper right",
