@@ -116,6 +116,7 @@ class Loop:
             finally:
                 if getattr(self, "pool", None):
                     self.pool.cancel()
+                    self.pool.join()  # its subprocess is killed by the cancel; let it go
                 self.proposer.close()
                 self.display.stop_live()
                 if getattr(self, "executor", None):

@@ -117,6 +117,13 @@ class ProposerPool:
             self._closed = True
             self._cond.notify_all()
 
+    def join(self, seconds: float = 10.0) -> None:
+        """Wait for a cancelled proposal to unwind, so its subprocess is gone before the
+        harness exits. (The proposer's own call is not interruptible: an HTTP request in
+        flight is abandoned after `seconds`, the thread being a daemon.)"""
+        if self._thread is not None:
+            self._thread.join(seconds)
+
     # -- the pool's thread ----------------------------------------------------------
     def _make(self) -> Ticket:
         self._tell()
