@@ -58,7 +58,6 @@ class ProposerPool:
         self._ready: deque[Ticket] = deque()
         self._outcomes: deque[Experiment] = deque()  # told to the proposer on its own thread
         self._wanted = 0
-        self._making = False
         self._cond = threading.Condition()
         self._closed = False
         self.cancelled = threading.Event()
@@ -78,10 +77,6 @@ class ProposerPool:
     def backlog(self) -> int:
         with self._cond:
             return len(self._ready)
-
-    def busy(self) -> bool:
-        with self._cond:
-            return self._making
 
     def take(self, timeout: float) -> Ticket | None:
         """A ready proposal, waiting up to `timeout` seconds for one (background pool), or
@@ -146,10 +141,8 @@ class ProposerPool:
                     self._cond.wait()
                 if self._closed:
                     return
-                self._making = True
             ticket = self._make()
             with self._cond:
-                self._making = False
                 if self.cancelled.is_set() or self._closed:
                     return
                 self._ready.append(ticket)
