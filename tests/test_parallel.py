@@ -86,14 +86,20 @@ LR_CLASH = ("LEARNING_RATE = 0.02", "LEARNING_RATE = 0.04 if not __import__('tim
             " else 0")
 
 
-def test_a_keep_on_an_old_incumbent_is_merged_and_measured_again(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "r", files={"propose.py": proposer([LR_SLOW, MOMENTUM_SLOWER])},
-                     toml=toy_toml(extra=STRICT))
-    res = run_cli(repo, "run", "--tag", "s", "--workers", "2", "--max-experiments", "2",
+def two_workers(tmp_path: Path, tag: str, edits: list[tuple[str, str]], extra: str = ""
+                ) -> tuple[Path, list[dict]]:
+    """Two proposals on two workers through the real CLI: the repo and its ledger rows."""
+    repo = make_repo(tmp_path / "r", files={"propose.py": proposer(edits)},
+                     toml=toy_toml(extra=STRICT + extra))
+    res = run_cli(repo, "run", "--tag", tag, "--workers", "2", "--max-experiments", "2",
                   "--proposer", "command:./propose.py")
     assert res.returncode == 0, res.stderr
-    rows = ledger(repo, "s")
-    assert [r["status"] for r in rows[:2]] == ["keep", "keep"], res.stderr
+    return repo, ledger(repo, tag)
+
+
+def test_a_keep_on_an_old_incumbent_is_merged_and_measured_again(tmp_path: Path) -> None:
+    repo, rows = two_workers(tmp_path, "s", [LR_SLOW, MOMENTUM_SLOWER])
+    assert [r["status"] for r in rows[:2]] == ["keep", "keep"], rows
     second = rows[2]
     # Made on the baseline, judged better there, but experiment 1 was kept meanwhile:
     # its change was merged onto the new tip and the merged tree was what ran and counts.
@@ -107,12 +113,7 @@ def test_a_keep_on_an_old_incumbent_is_merged_and_measured_again(tmp_path: Path)
 
 def test_a_conflicting_keep_runs_its_own_tree_against_the_new_incumbent(tmp_path: Path
                                                                        ) -> None:
-    repo = make_repo(tmp_path / "r", files={"propose.py": proposer([LR_SLOW, LR_CLASH])},
-                     toml=toy_toml(extra=STRICT))
-    res = run_cli(repo, "run", "--tag", "c", "--workers", "2", "--max-experiments", "2",
-                  "--proposer", "command:./propose.py")
-    assert res.returncode == 0, res.stderr
-    rows = ledger(repo, "c")
+    repo, rows = two_workers(tmp_path, "c", [LR_SLOW, LR_CLASH])
     assert rows[1]["status"] == "keep"
     second = rows[2]
     # Both set LEARNING_RATE: no merge, so its own tree ran again against the new tip.
@@ -124,12 +125,8 @@ def test_a_conflicting_keep_runs_its_own_tree_against_the_new_incumbent(tmp_path
 
 
 def test_stale_discard_rule_records_stale(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "r", files={"propose.py": proposer([LR_SLOW, LR_CLASH])},
-                     toml=toy_toml(extra=STRICT + '\n[execution]\nstale = "discard"\n'))
-    res = run_cli(repo, "run", "--tag", "d", "--workers", "2", "--max-experiments", "2",
-                  "--proposer", "command:./propose.py")
-    assert res.returncode == 0, res.stderr
-    rows = ledger(repo, "d")
+    repo, rows = two_workers(tmp_path, "d", [LR_SLOW, LR_CLASH],
+                             '\n[execution]\nstale = "discard"\n')
     assert rows[1]["status"] == "keep" and rows[2]["status"] == "stale"
     # Never kept, never lost: its commit is preserved with the discarded ones.
     assert "LEARNING_RATE = 0.04" in git(repo, "show", "refs/autoresearch/d/discarded/2")
